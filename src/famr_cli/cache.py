@@ -1,0 +1,93 @@
+"""Model cache: one directory per key holding safetensors weights and JSON metadata.
+
+The key is a hash of everything that determines the model, so "train once, forget many" holds
+across runs and sweep jobs. Writes go to a temp file first and are renamed into place, so a
+reader never sees a half-written entry; a hash mismatch on load means the entry is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+# Bump when a code change alters what a cached model would contain (training semantics,
+# dataset decoding, backbone construction), so stale entries stop matching.
+CACHE_FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "meta.json"
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    payload = json.dumps({"format": CACHE_FORMAT_VERSION, **inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class CacheEntry:
+    root: Path
+    kind: str
+    key: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.kind / self.key
+
+    def exists(self) -> bool:
+        return (self.path / WEIGHTS).is_file() and (self.path / META).is_file()
+
+    def load(self, model: nn.Module, device: torch.device) -> Optional[dict[str, Any]]:
+        """Load weights into ``model``; return the metadata, or None when the entry is unusable."""
+        if not self.exists():
+            return None
+        try:
+            meta = json.loads((self.path / META).read_text())
+            if _sha256(self.path / WEIGHTS) != meta["weights_sha256"]:
+                raise ValueError("weights do not match their recorded sha256")
+            state = load_file(str(self.path / WEIGHTS), device=str(device))
+            model.load_state_dict(state)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+            self._quarantine(f"{type(err).__name__}: {err}")
+            return None
+        return meta
+
+    def save(self, model: nn.Module, meta: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.key}.", dir=self.path.parent))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(staging / WEIGHTS))
+            meta = {**meta, "key": self.key, "weights_sha256": _sha256(staging / WEIGHTS), "saved_at": time.time()}
+            (staging / META).write_text(json.dumps(meta, indent=2, default=str))
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            os.replace(staging, self.path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _quarantine(self, reason: str) -> None:
+        aside = self.path.with_name(f"{self.key}.bad-{int(time.time())}")
+        log.warning("Cache entry %s is unusable (%s); moved it to %s and will rebuild it.", self.path, reason, aside)
+        os.replace(self.path, aside)

@@ -1,0 +1,72 @@
+"""``famr-run``: the Hydra entrypoint. Composes the config, runs the pipeline, always closes logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from famr_cli.errors import FamrError
+from famr_cli.logger import build_logger
+from famr_cli.pipeline import run_experiment
+from famr_cli.results import summary_table, write_results
+
+# The configs ship inside the package (src/famr_cli/conf is the repository's conf/), so the
+# installed command finds them from any working directory.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+log = logging.getLogger("famr")
+
+
+def _run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _log_results(logger, results: dict) -> None:
+    logger.summary({k: results[k] for k in ("metrics", "gaps", "timing", "certificate")})
+    names = results["config"]["dataset"].get("class_names") or None
+    rows = []
+    for cls, (before, after) in enumerate(
+        zip(results["metrics"]["original"]["per_class_test_acc"], results["metrics"]["unlearned"]["per_class_test_acc"])
+    ):
+        rows.append([cls, names[cls] if names else str(cls), cls in results["forget"]["classes"], before, after])
+    logger.table("per_class_test_acc", ["class", "name", "forgotten", "original", "unlearned"], rows)
+
+
+def execute(cfg: DictConfig) -> int:
+    """Run one experiment; returns the process exit code. results.json is written on every path."""
+    run_dir = _run_dir()
+    logger = build_logger(cfg.logger)
+    exit_code = 0
+    logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    try:
+        results = run_experiment(cfg, logger)
+        path = write_results(run_dir, results)
+        _log_results(logger, results)
+        print(summary_table(results))
+        log.info("Results written to %s", path)
+    except FamrError as err:
+        exit_code = EXIT_BAD_INPUT
+        log.error("%s", err)
+        write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": str(err)})
+    except Exception as err:
+        exit_code = EXIT_FAILED
+        write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": f"{type(err).__name__}: {err}"})
+        raise
+    finally:
+        # Always finish, so the next multirun job never appends to this wandb run.
+        logger.finish(exit_code)
+    return exit_code
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    code = execute(cfg)
+    if code:
+        sys.exit(code)

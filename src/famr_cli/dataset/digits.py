@@ -1,0 +1,40 @@
+"""scikit-learn's bundled 8x8 handwritten digits (1,797 real images, shipped with sklearn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from famr_cli.dataset import DATASETS, ImageData
+from famr_cli.errors import FamrError
+
+
+@DATASETS.register("digits")
+def load_digits(cfg: DictConfig) -> ImageData:
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise FamrError(f"dataset.test_fraction must lie in (0, 1) (got {cfg.test_fraction}); try dataset.test_fraction=0.2.")
+    bunch = sk_load_digits()
+    # Pixel values are 0..16; scale to the 0..255 uint8 range every other dataset uses.
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    # The split depends on split_seed alone, so no training or forget seed can move a sample
+    # between train and test.
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=labels
+    )
+    x_train = torch.from_numpy(x_tr)
+    mean = float(x_train.float().div(255).mean())
+    std = float(x_train.float().div(255).std())
+    return ImageData(
+        x_train=x_train,
+        y_train=torch.from_numpy(y_tr),
+        x_test=torch.from_numpy(x_te),
+        y_test=torch.from_numpy(y_te),
+        class_names=[str(i) for i in range(10)],
+        mean=(mean,),
+        std=(std,),
+    )

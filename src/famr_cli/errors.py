@@ -1,0 +1,8 @@
+"""The one exception type that reaches users as a single sentence instead of a traceback."""
+
+
+class FamrError(Exception):
+    """A problem the user can fix (bad config value, missing data, unreadable checkpoint).
+
+    The message must be one sentence that names the fix; the CLI prints it and exits non-zero.
+    """

@@ -1,0 +1,35 @@
+"""Score a model on the train and test sets, split into forget and retain parts (DESIGN.md §5, §7)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from famr_cli.batches import TensorBatches
+from famr_cli.dataset import ImageData
+from famr_cli.evaluate.metrics import accuracy, per_class_accuracy
+from famr_cli.forget import ForgetSplit
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, data: ImageData, device: torch.device, batch_size: int) -> torch.Tensor:
+    """Arg-max predictions for uint8 images ``x``, batched with no per-sample Python work."""
+    was_training = model.training
+    model.eval()
+    batches = TensorBatches(x, torch.zeros(len(x), dtype=torch.long), batch_size=batch_size, mean=data.mean, std=data.std, device=device)
+    preds = torch.cat([model(xb).argmax(dim=1) for xb, _ in batches]).cpu()
+    model.train(was_training)
+    return preds
+
+
+def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit, device: torch.device, batch_size: int) -> dict:
+    train_pred = predict(model, data.x_train, data, device, batch_size)
+    test_pred = predict(model, data.x_test, data, device, batch_size)
+    return {
+        "test_acc": accuracy(test_pred, data.y_test),
+        "forget_train_acc": accuracy(train_pred[split.forget_train], data.y_train[split.forget_train]),
+        "forget_test_acc": accuracy(test_pred[split.forget_test], data.y_test[split.forget_test]),
+        "retain_train_acc": accuracy(train_pred[split.retain_train], data.y_train[split.retain_train]),
+        "retain_test_acc": accuracy(test_pred[split.retain_test], data.y_test[split.retain_test]),
+        "per_class_test_acc": per_class_accuracy(test_pred, data.y_test, data.num_classes),
+    }

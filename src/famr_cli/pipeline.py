@@ -1,0 +1,175 @@
+"""The experiment, one function per stage: original model -> unlearning -> evaluation -> results."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+
+import famr_cli
+from famr_cli.backbone import build_backbone
+from famr_cli.cache import CacheEntry, cache_key
+from famr_cli.dataset import ImageData, load_dataset
+from famr_cli.evaluate.metrics import parameter_distance
+from famr_cli.evaluate.model_eval import evaluate_model
+from famr_cli.forget import ForgetSplit, make_forget_split
+from famr_cli.logger import ExperimentLogger
+from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
+from famr_cli.progress import progress_enabled
+from famr_cli.runtime import resolve_device, seed_everything
+from famr_cli.train.classifier import fit_classifier, validate_recipe
+
+log = logging.getLogger("famr")
+
+
+@dataclass
+class OriginalModel:
+    model: nn.Module
+    key: str
+    hit: bool
+    seconds: float  # spent obtaining it in this run (training, or loading on a cache hit)
+    recorded_train_s: float  # how long its training took when it was first trained
+
+
+def _section(cfg: DictConfig, name: str) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg[name], resolve=True)
+
+
+def original_cache_key(cfg: DictConfig) -> str:
+    """Everything that determines the original model, and nothing that does not (e.g. method)."""
+    return cache_key({"dataset": _section(cfg, "dataset"), "backbone": _section(cfg, "backbone"), "train": _section(cfg, "train")})
+
+
+def build_model(cfg: DictConfig, data: ImageData, device: torch.device) -> nn.Module:
+    seed_everything(int(cfg.train.seed))  # same seed -> same initial weights
+    return build_backbone(cfg.backbone, data.num_classes, data.in_chans, data.img_size).to(device)
+
+
+def get_original_model(cfg: DictConfig, data: ImageData, device: torch.device, logger: ExperimentLogger, show_progress: bool) -> OriginalModel:
+    start = time.perf_counter()
+    key = original_cache_key(cfg)
+    entry = CacheEntry(root=_cache_root(cfg), kind="original", key=key)
+    model = build_model(cfg, data, device)
+    meta = entry.load(model, device)
+    if meta is not None:
+        log.info("Original model loaded from cache %s (trained earlier in %.1f s); no training needed.", entry.path, meta["train_s"])
+        return OriginalModel(model, key, True, time.perf_counter() - start, float(meta["train_s"]))
+
+    log.info("No cached original model for key %s; training it (%s epochs).", key, cfg.train.epochs)
+
+    def on_epoch_end(epoch: int, loss: float) -> None:
+        logger.log({"train/epoch": epoch + 1, "train/loss": loss})
+
+    fit_classifier(model, data, None, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc="original")
+    train_s = time.perf_counter() - start
+    entry.save(
+        model,
+        {
+            "train_s": train_s,
+            "inputs": {"dataset": _section(cfg, "dataset"), "backbone": _section(cfg, "backbone"), "train": _section(cfg, "train")},
+            "versions": versions(),
+        },
+    )
+    log.info("Original model trained in %.1f s and cached at %s.", train_s, entry.path)
+    return OriginalModel(model, key, False, train_s, train_s)
+
+
+def _cache_root(cfg: DictConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def unlearn(method: UnlearningMethod, original: nn.Module, ctx: UnlearnContext) -> tuple[nn.Module, UnlearnReport, float]:
+    """Run ``method`` on a copy of the original; the wall time covers the unlearning step alone."""
+    model = copy.deepcopy(original)
+    seed_everything(ctx.seed)
+    _sync(ctx.device)
+    start = time.perf_counter()
+    report = method.unlearn(model, ctx)
+    _sync(ctx.device)
+    return model, report, time.perf_counter() - start
+
+
+def versions() -> dict[str, str]:
+    return {
+        "famr": famr_cli.__version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class Prepared:
+    """The validated inputs of an experiment: nothing expensive has run yet."""
+
+    device: torch.device
+    method: UnlearningMethod
+    data: ImageData
+    split: ForgetSplit
+    show_progress: bool
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Validate every config value and load the data; all bad input fails here, before training."""
+    device = resolve_device(str(cfg.device))
+    method = build_method(cfg.method)
+    validate_recipe(cfg.train)
+    data = load_dataset(cfg.dataset)
+    split = make_forget_split(cfg.forget, data)
+    return Prepared(device, method, data, split, progress_enabled(cfg.progress))
+
+
+def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
+    p = prepare(cfg)
+    log.info(
+        "Forgetting %s: %d of %d training samples; device %s.", p.split.description, len(p.split.forget_train), len(p.data.y_train), p.device
+    )
+    original = get_original_model(cfg, p.data, p.device, logger, p.show_progress)
+    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log)
+    unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
+
+    eval_start = time.perf_counter()
+    batch = int(cfg.eval_batch_size)
+    metrics = {
+        "original": evaluate_model(original.model, p.data, p.split, p.device, batch),
+        "unlearned": evaluate_model(unlearned, p.data, p.split, p.device, batch),
+    }
+    params = [q.detach() for q in unlearned.parameters()]
+    reference = [q.detach() for q in original.model.parameters()]
+    certificate = {"param_dist": parameter_distance(params, reference), **report.certificate}
+    eval_s = time.perf_counter() - eval_start
+
+    return {
+        "status": "ok",
+        "method": cfg.method.name,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "forget": {"description": p.split.description, "classes": p.split.forgotten_classes, "num_forget_train": len(p.split.forget_train)},
+        "metrics": metrics,
+        "gaps": {},
+        "timing": {
+            "train_s": original.seconds,
+            "original_train_s": original.recorded_train_s,
+            "unlearn_s": unlearn_s,
+            "retrain_s": None,
+            "eval_s": eval_s,
+        },
+        "certificate": certificate,
+        "curves": {"unlearn_epoch_loss": report.epoch_losses},
+        "cache": {"original": {"key": original.key, "hit": original.hit}},
+        "versions": versions(),
+        "device": str(p.device),
+    }

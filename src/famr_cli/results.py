@@ -1,0 +1,64 @@
+"""results.json (the public contract, DESIGN.md §7) and the console summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf become null so every JSON reader accepts the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
+    """Write atomically: a reader (sweep summary, table script) never sees a partial file."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".results.", dir=run_dir)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_clean(results), fh, indent=2)
+        fh.write("\n")
+    target = run_dir / RESULTS_FILE
+    os.replace(tmp, target)
+    return target
+
+
+ROWS = [
+    ("test acc", "test_acc"),
+    ("forget-test acc", "forget_test_acc"),
+    ("retain-test acc", "retain_test_acc"),
+    ("forget-train acc", "forget_train_acc"),
+    ("retain-train acc", "retain_train_acc"),
+]
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    metrics = results["metrics"]
+    columns = [name for name in ("original", "unlearned", "retrain") if name in metrics]
+    lines = [f"{'metric (%)':<18}" + "".join(f"{c:>11}" for c in columns)]
+    for label, key in ROWS:
+        lines.append(f"{label:<18}" + "".join(f"{_fmt(metrics[c].get(key)):>11}" for c in columns))
+    timing, cache = results["timing"], results["cache"]["original"]
+    origin = "loaded from cache" if cache["hit"] else f"trained in {timing['train_s']:.1f} s"
+    lines.append(
+        f"unlearn time {timing['unlearn_s']:.2f} s | ||theta-theta0||_2 {results['certificate']['param_dist']:.4f} | "
+        f"original model {origin} (key {cache['key']})"
+    )
+    return "\n".join(lines)

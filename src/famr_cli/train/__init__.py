@@ -1,0 +1,1 @@
+"""Training: the one loop every method shares, the optimizer/schedule factory, the original model."""

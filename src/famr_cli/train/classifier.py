@@ -1,0 +1,82 @@
+"""Supervised training with the ``train`` recipe: the original model (and, later, Retrain) use it."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from famr_cli.batches import Augment, TensorBatches
+from famr_cli.dataset import ImageData
+from famr_cli.errors import FamrError
+from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
+from famr_cli.train.optim import build_optimizer, build_schedule
+
+
+def validate_recipe(cfg: DictConfig) -> None:
+    if int(cfg.epochs) < 1:
+        raise FamrError(f"train.epochs must be at least 1 (got {cfg.epochs}).")
+    if int(cfg.batch_size) < 1:
+        raise FamrError(f"train.batch_size must be at least 1 (got {cfg.batch_size}).")
+    if cfg.augment.crop_padding < 0:
+        raise FamrError(f"train.augment.crop_padding must be >= 0 (got {cfg.augment.crop_padding}).")
+
+
+def fit_classifier(
+    model: nn.Module,
+    data: ImageData,
+    indices: Optional[torch.Tensor],
+    cfg: DictConfig,
+    device: torch.device,
+    *,
+    show_progress: bool = False,
+    on_epoch_end: Optional[Callable[[int, float], None]] = None,
+    desc: str = "train",
+) -> LoopResult:
+    """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
+    validate_recipe(cfg)
+    x, y = (data.x_train, data.y_train) if indices is None else (data.x_train[indices], data.y_train[indices])
+    batches = TensorBatches(
+        x,
+        y,
+        batch_size=int(cfg.batch_size),
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        shuffle=True,
+        augment=Augment(int(cfg.augment.crop_padding), bool(cfg.augment.hflip)),
+        seed=int(cfg.seed),
+    )
+    optimizer = build_optimizer(
+        model.parameters(),
+        cfg.optimizer,
+        float(cfg.lr),
+        key="train",
+        momentum=float(cfg.momentum),
+        nesterov=bool(cfg.nesterov),
+        weight_decay=float(cfg.weight_decay),
+    )
+    total_steps = int(cfg.epochs) * len(batches)
+    scheduler = build_schedule(
+        optimizer, cfg.schedule, total_steps, key="train", warmup_steps=int(cfg.warmup_epochs) * len(batches)
+    )
+    smoothing = float(cfg.label_smoothing)
+
+    def objective(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(xb), yb, label_smoothing=smoothing)
+
+    return run_loop(
+        model,
+        batches,
+        objective,
+        optimizer,
+        epochs=int(cfg.epochs),
+        scheduler=scheduler,
+        hooks=LoopHooks(on_epoch_end=on_epoch_end),
+        desc=desc,
+        show_progress=show_progress,
+        grad_clip=cfg.get("grad_clip"),
+    )
