@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from famr_cli.errors import FamrError
+from famr_cli.errors import DivergedError, FamrError
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment
 from famr_cli.results import summary_table, write_results
@@ -20,6 +20,7 @@ from famr_cli.results import summary_table, write_results
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_DIVERGED = 3
 
 log = logging.getLogger("famr")
 
@@ -52,9 +53,10 @@ def execute(cfg: DictConfig) -> int:
         print(summary_table(results))
         log.info("Results written to %s", path)
     except FamrError as err:
-        exit_code = EXIT_BAD_INPUT
+        diverged = isinstance(err, DivergedError)
+        exit_code = EXIT_DIVERGED if diverged else EXIT_BAD_INPUT
         log.error("%s", err)
-        write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": str(err)})
+        write_results(run_dir, {"status": "diverged" if diverged else "failed", "method": cfg.method.name, "error": str(err)})
     except Exception as err:
         exit_code = EXIT_FAILED
         write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": f"{type(err).__name__}: {err}"})

@@ -6,3 +6,7 @@ class FamrError(Exception):
 
     The message must be one sentence that names the fix; the CLI prints it and exits non-zero.
     """
+
+
+class DivergedError(FamrError):
+    """Training or unlearning produced a non-finite loss or parameter; results.json says "diverged"."""

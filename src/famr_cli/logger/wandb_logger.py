@@ -70,12 +70,8 @@ class WandbLogger(ExperimentLogger):
         self._guard("log", self.run.log if self.run else None, metrics)
 
     def summary(self, metrics: dict[str, Any]) -> None:
-        def write() -> None:
-            for key, value in flatten(metrics).items():
-                if not isinstance(value, list):
-                    self.run.summary[key] = value
-
-        self._guard("summary", write)
+        scalars = {k: v for k, v in flatten(metrics).items() if not isinstance(v, list)}
+        self._guard("summary", lambda: self.run.summary.update(scalars))
 
     def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         import wandb

@@ -145,6 +145,7 @@ class FAMR(UnlearningMethod):
             hooks=LoopHooks(after_backward=lambda: add_anchor_grad_(anchored, theta0, lam), on_epoch_end=on_epoch_end, set_mode=set_mode),
             desc="FAMR",
             show_progress=ctx.show_progress,
+            divergence_hint="lower method.lr or raise method.lam",
         )
         return UnlearnReport(
             epoch_losses=result.epoch_losses,

@@ -79,4 +79,5 @@ def fit_classifier(
         desc=desc,
         show_progress=show_progress,
         grad_clip=cfg.get("grad_clip"),
+        divergence_hint="lower train.lr or set train.grad_clip",
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn
 
+from famr_cli.errors import DivergedError
 from famr_cli.progress import progress_bar
 
 # objective(model, x, y) -> scalar loss to minimise
@@ -44,6 +46,7 @@ def run_loop(
     desc: str = "train",
     show_progress: bool = False,
     grad_clip: Optional[float] = None,
+    divergence_hint: str = "lower the learning rate",
 ) -> LoopResult:
     hooks = hooks or LoopHooks()
     result = LoopResult()
@@ -69,6 +72,8 @@ def run_loop(
                 result.steps += 1
                 bar.update(1)
             mean_loss = float(loss_sum) / max(steps_per_epoch, 1)
+            if not (math.isfinite(mean_loss) and _parameters_finite(model)):
+                raise DivergedError(f"{desc} diverged (non-finite loss or weights) in epoch {epoch + 1}, by step {result.steps}; {divergence_hint}.")
             result.epoch_losses.append(mean_loss)
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}")
             if hooks.on_epoch_end is not None:
@@ -76,3 +81,8 @@ def run_loop(
     finally:
         bar.close()
     return result
+
+
+def _parameters_finite(model: nn.Module) -> bool:
+    norms = torch._foreach_norm([p.detach() for p in model.parameters()])
+    return bool(torch.isfinite(torch.stack(norms)).all())

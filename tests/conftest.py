@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from famr_cli.cli import CONFIG_DIR
+
+# The console script next to the interpreter running the tests (the project's venv).
+FAMR_RUN = str(Path(sys.executable).with_name("famr-run"))
+
+
+def compose_config(overrides: list[str] | None = None):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "FAMR_"))}
+    env.update(FAMR_CACHE_DIR=str(tmp / "cache"), FAMR_OUTPUT_DIR=str(tmp / "outputs"), WANDB_MODE="offline", WANDB_SILENT="true")
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = FAMR_RUN) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600
+    )
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def quickstart_runs(tmp_path_factory):
+    """The quickstart experiment run twice from a directory outside the repo, sharing one cache."""
+    tmp = tmp_path_factory.mktemp("quickstart")
+    runs = []
+    for name in ("first", "second"):
+        proc = run_cli([f"hydra.run.dir={tmp / name}"], cwd=tmp)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append((proc, read_results(tmp / name)))
+    yield runs
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,80 @@
+"""The console script: runs from any directory, reports bad input in one sentence, writes results."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import read_results, run_cli
+
+CORE_KEYS = {"status", "method", "config", "metrics", "gaps", "timing", "certificate", "cache"}
+METRIC_KEYS = {"test_acc", "forget_train_acc", "forget_test_acc", "retain_train_acc", "retain_test_acc", "per_class_test_acc"}
+
+
+def test_info_and_cfg_job_work_outside_the_repo(tmp_path):
+    info = run_cli(["--info"], cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "famr_cli/conf" in info.stdout  # configs found through the package
+    job = run_cli(["--cfg", "job", "method.lam=0.5"], cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert "lam: 0.5" in job.stdout and "name: famr" in job.stdout
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("method.lam=-1", "method.lam must be >= 0"),
+        ("forget.classes=[12]", "class id 12"),
+        ("forget.classes=[]", "forget.classes is empty"),
+        ("method.loss=hinge", "Unknown FAMR loss 'hinge'"),
+        ("train.epochs=0", "train.epochs must be at least 1"),
+        ("device=cuda:7", "no CUDA device"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_sentence_and_no_traceback(tmp_path, override, fragment):
+    proc = run_cli([override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert fragment in output
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and errors[0].rstrip().endswith(".")
+    assert read_results(tmp_path / "run")["status"] == "failed"
+    assert not (tmp_path / "cache").exists(), "bad input must be caught before any training"
+
+
+def test_unknown_override_key_gets_hydras_error(tmp_path):
+    proc = run_cli(["method.lamda=1"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "lamda" in proc.stderr
+
+
+def test_quickstart_meets_the_acceptance_figures(quickstart_runs):
+    """Issue 2's end-to-end bar on digits: learn well, forget to chance, keep the rest."""
+    _, results = quickstart_runs[0]
+    assert CORE_KEYS <= results.keys()
+    assert results["status"] == "ok" and results["method"] == "famr"
+    original, unlearned = results["metrics"]["original"], results["metrics"]["unlearned"]
+    assert METRIC_KEYS <= original.keys() and METRIC_KEYS <= unlearned.keys()
+    assert original["test_acc"] >= 90.0
+    assert unlearned["forget_test_acc"] <= 15.0
+    assert abs(unlearned["retain_test_acc"] - original["retain_test_acc"]) <= 3.0
+    assert unlearned["forget_train_acc"] < original["forget_train_acc"] - 50
+    assert results["certificate"]["param_dist"] > 0
+    assert results["timing"]["unlearn_s"] > 0 and results["timing"]["train_s"] > 0
+    assert len(original["per_class_test_acc"]) == 10
+
+
+def test_second_run_hits_the_cache_and_says_so(quickstart_runs):
+    (first_proc, first), (second_proc, second) = quickstart_runs
+    assert first["cache"]["original"]["hit"] is False
+    assert second["cache"]["original"]["hit"] is True
+    assert second["cache"]["original"]["key"] == first["cache"]["original"]["key"]
+    assert "loaded from cache" in second_proc.stderr + second_proc.stdout
+    assert second["timing"]["train_s"] < first["timing"]["train_s"] / 5
+    assert second["metrics"]["original"] == first["metrics"]["original"]
+
+
+def test_console_table_prints_the_headline_figures(quickstart_runs):
+    proc, _ = quickstart_runs[0]
+    for label in ("original", "unlearned", "forget-test acc", "retain-test acc", "unlearn time"):
+        assert label in proc.stdout
