@@ -29,9 +29,7 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = FAMR_RUN) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600)
 
 
 def read_results(run_dir: Path) -> dict:

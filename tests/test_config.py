@@ -30,7 +30,11 @@ def test_every_group_exists_with_options():
 
 @pytest.mark.parametrize(
     "combo",
-    list(itertools.product(options("dataset"), options("backbone"), options("forget"), options("method"), options("train"), options("logger"))),
+    list(
+        itertools.product(
+            options("dataset"), options("backbone"), options("forget"), options("method"), options("train"), options("logger")
+        )
+    ),
 )
 def test_every_combination_composes_and_resolves(combo):
     dataset, backbone, forget, method, train, logger = combo

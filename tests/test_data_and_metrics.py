@@ -41,7 +41,13 @@ def test_classes_can_be_named():
 
 @pytest.mark.parametrize(
     "classes, message",
-    [("[10]", "class id 10"), ("[]", "empty"), ("[0,1,2,3,4,5,6,7,8,9]", "every class"), ("[cat]", "Unknown class 'cat'"), ("[2,2]", "twice")],
+    [
+        ("[10]", "class id 10"),
+        ("[]", "empty"),
+        ("[0,1,2,3,4,5,6,7,8,9]", "every class"),
+        ("[cat]", "Unknown class 'cat'"),
+        ("[2,2]", "twice"),
+    ],
 )
 def test_bad_forget_classes_are_rejected(classes, message):
     cfg = compose_config([f"forget.classes={classes}"])

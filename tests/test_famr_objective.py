@@ -83,8 +83,19 @@ def _tiny_problem():
 
 
 def _famr(**overrides):
-    base = dict(name="famr", loss="kl_uniform", lam=0.1, anchor="all", optimizer="sgd", lr=0.05, momentum=0.0,
-                weight_decay=0.0, epochs=5, batch_size=32, bn="eval")
+    base = dict(
+        name="famr",
+        loss="kl_uniform",
+        lam=0.1,
+        anchor="all",
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.0,
+        weight_decay=0.0,
+        epochs=5,
+        batch_size=32,
+        bn="eval",
+    )
     return FAMR(OmegaConf.create({**base, **overrides}))
 
 
@@ -122,8 +133,14 @@ def test_famr_uses_only_the_forget_set():
 
 @pytest.mark.parametrize(
     "override, fragment",
-    [({"lam": -1.0}, "method.lam"), ({"loss": "mse"}, "method.loss"), ({"lr": 0.0}, "method.lr"),
-     ({"bn": "frozen"}, "method.bn"), ({"optimizer": "lbfgs"}, "method.optimizer"), ({"epochs": 0}, "method.epochs")],
+    [
+        ({"lam": -1.0}, "method.lam"),
+        ({"loss": "mse"}, "method.loss"),
+        ({"lr": 0.0}, "method.lr"),
+        ({"bn": "frozen"}, "method.bn"),
+        ({"optimizer": "lbfgs"}, "method.optimizer"),
+        ({"epochs": 0}, "method.epochs"),
+    ],
 )
 def test_bad_famr_options_are_rejected_with_the_key_named(override, fragment):
     with pytest.raises(FamrError, match=fragment.replace(".", r"\.")):

@@ -37,7 +37,9 @@ def test_wheel_contains_every_config_file(installed):
 def test_installed_console_script_runs_from_a_foreign_directory(installed, tmp_path):
     env = cli_env(tmp_path, PYTHONPATH=str(installed))
     exe = str(installed / "bin" / "famr-run")
-    where = subprocess.run([sys.executable, "-c", "import famr_cli; print(famr_cli.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import famr_cli; print(famr_cli.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert where.stdout.startswith(str(installed)), "the test must exercise the installed copy, not the source tree"
     info = run_cli(["--info"], cwd=tmp_path, env=env, exe=exe)
     assert info.returncode == 0 and str(installed / "famr_cli" / "conf") in info.stdout

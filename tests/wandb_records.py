@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from wandb.proto import wandb_internal_pb2
 
@@ -57,9 +57,7 @@ def summary(path: Path) -> dict:
 
 
 def history(path: Path) -> list[dict]:
-    return [
-        {_key(i): json.loads(i.value_json) for i in r.history.item} for r in records(path) if r.WhichOneof("record_type") == "history"
-    ]
+    return [{_key(i): json.loads(i.value_json) for i in r.history.item} for r in records(path) if r.WhichOneof("record_type") == "history"]
 
 
 def exit_code(path: Path) -> int | None:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -58,7 +58,7 @@ class CacheEntry:
     def exists(self) -> bool:
         return (self.path / WEIGHTS).is_file() and (self.path / META).is_file()
 
-    def load(self, model: nn.Module, device: torch.device) -> Optional[dict[str, Any]]:
+    def load(self, model: nn.Module, device: torch.device) -> dict[str, Any] | None:
         """Load weights into ``model``; return the metadata, or None when the entry is unusable."""
         if not self.exists():
             return None

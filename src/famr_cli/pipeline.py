@@ -54,7 +54,9 @@ def build_model(cfg: DictConfig, data: ImageData, device: torch.device) -> nn.Mo
     return build_backbone(cfg.backbone, data.num_classes, data.in_chans, data.img_size).to(device)
 
 
-def get_original_model(cfg: DictConfig, data: ImageData, device: torch.device, logger: ExperimentLogger, show_progress: bool) -> OriginalModel:
+def get_original_model(
+    cfg: DictConfig, data: ImageData, device: torch.device, logger: ExperimentLogger, show_progress: bool
+) -> OriginalModel:
     start = time.perf_counter()
     key = original_cache_key(cfg)
     entry = CacheEntry(root=_cache_root(cfg), kind="original", key=key)
@@ -136,7 +138,11 @@ def prepare(cfg: DictConfig) -> Prepared:
 def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
     p = prepare(cfg)
     log.info(
-        "Forgetting %s: %d of %d training samples; device %s.", p.split.description, len(p.split.forget_train), len(p.data.y_train), p.device
+        "Forgetting %s: %d of %d training samples; device %s.",
+        p.split.description,
+        len(p.split.forget_train),
+        len(p.data.y_train),
+        p.device,
     )
     original = get_original_model(cfg, p.data, p.device, logger, p.show_progress)
     ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log)

@@ -23,9 +23,7 @@ def load_digits(cfg: DictConfig) -> ImageData:
     labels = bunch.target.astype(np.int64)
     # The split depends on split_seed alone, so no training or forget seed can move a sample
     # between train and test.
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=labels
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=labels)
     x_train = torch.from_numpy(x_tr)
     mean = float(x_train.float().div(255).mean())
     std = float(x_train.float().div(255).std())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -28,12 +28,12 @@ def validate_recipe(cfg: DictConfig) -> None:
 def fit_classifier(
     model: nn.Module,
     data: ImageData,
-    indices: Optional[torch.Tensor],
+    indices: torch.Tensor | None,
     cfg: DictConfig,
     device: torch.device,
     *,
     show_progress: bool = False,
-    on_epoch_end: Optional[Callable[[int, float], None]] = None,
+    on_epoch_end: Callable[[int, float], None] | None = None,
     desc: str = "train",
 ) -> LoopResult:
     """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
@@ -60,9 +60,7 @@ def fit_classifier(
         weight_decay=float(cfg.weight_decay),
     )
     total_steps = int(cfg.epochs) * len(batches)
-    scheduler = build_schedule(
-        optimizer, cfg.schedule, total_steps, key="train", warmup_steps=int(cfg.warmup_epochs) * len(batches)
-    )
+    scheduler = build_schedule(optimizer, cfg.schedule, total_steps, key="train", warmup_steps=int(cfg.warmup_epochs) * len(batches))
     smoothing = float(cfg.label_smoothing)
 
     def objective(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:

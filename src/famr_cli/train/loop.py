@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn
@@ -21,11 +21,11 @@ class LoopHooks:
     """Extension points so methods add behaviour without copying the loop."""
 
     # Runs after backward, before the optimizer step (e.g. FAMR adds its anchor gradient here).
-    after_backward: Optional[Callable[[], None]] = None
+    after_backward: Callable[[], None] | None = None
     # Called once per epoch with (epoch, mean loss); used for logging curves.
-    on_epoch_end: Optional[Callable[[int, float], None]] = None
+    on_epoch_end: Callable[[int, float], None] | None = None
     # Puts the model in the right mode at each epoch start (e.g. BatchNorm frozen for unlearning).
-    set_mode: Optional[Callable[[nn.Module], None]] = None
+    set_mode: Callable[[nn.Module], None] | None = None
 
 
 @dataclass
@@ -41,11 +41,11 @@ def run_loop(
     optimizer: torch.optim.Optimizer,
     *,
     epochs: int,
-    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
-    hooks: Optional[LoopHooks] = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    hooks: LoopHooks | None = None,
     desc: str = "train",
     show_progress: bool = False,
-    grad_clip: Optional[float] = None,
+    grad_clip: float | None = None,
     divergence_hint: str = "lower the learning rate",
 ) -> LoopResult:
     hooks = hooks or LoopHooks()
@@ -73,7 +73,9 @@ def run_loop(
                 bar.update(1)
             mean_loss = float(loss_sum) / max(steps_per_epoch, 1)
             if not (math.isfinite(mean_loss) and _parameters_finite(model)):
-                raise DivergedError(f"{desc} diverged (non-finite loss or weights) in epoch {epoch + 1}, by step {result.steps}; {divergence_hint}.")
+                raise DivergedError(
+                    f"{desc} diverged (non-finite loss or weights) in epoch {epoch + 1}, by step {result.steps}; {divergence_hint}."
+                )
             result.epoch_losses.append(mean_loss)
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}")
             if hooks.on_epoch_end is not None:

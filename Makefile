@@ -1,0 +1,34 @@
+# famr: every target creates/uses the virtual environment in $(VENV).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint tune-famr clean
+
+install: $(STAMP)
+
+# Re-install only when the project's metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The whole pipeline on embedded data: train (or load) the original model, FAMR, evaluate.
+demo: install
+	$(BIN)/famr-run experiment=quickstart
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+# Re-run the sweep behind the quickstart's FAMR defaults and print its summary table.
+tune-famr: install
+	BIN=$(BIN) scripts/tune_famr_digits.sh
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Summarise a finished multirun: one row per job from its results.json, as a Markdown table.
+
+    python scripts/summarize.py outputs/multirun/2026-11-27/12-00-00 [--by forget.classes]
+
+Columns are the swept overrides (from each job's .hydra/overrides.yaml) and the headline
+figures. With --by KEY, rows are grouped over KEY and reduced to mean / worst case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+FIGURES = [
+    ("forget_test", lambda r: r["metrics"]["unlearned"]["forget_test_acc"]),
+    ("retain_test", lambda r: r["metrics"]["unlearned"]["retain_test_acc"]),
+    ("d_retain", lambda r: r["metrics"]["unlearned"]["retain_test_acc"] - r["metrics"]["original"]["retain_test_acc"]),
+    ("unlearn_s", lambda r: r["timing"]["unlearn_s"]),
+]
+
+
+def load_jobs(sweep_dir: Path) -> list[tuple[dict[str, str], dict]]:
+    jobs = []
+    for results_file in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        overrides_file = results_file.parent / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+        swept = dict(item.split("=", 1) for item in overrides if "=" in item)
+        jobs.append((swept, json.loads(results_file.read_text())))
+    return jobs
+
+
+def figure(results: dict, fn) -> float | None:
+    if results.get("status") != "ok":
+        return None
+    value = fn(results)
+    return None if value is None else float(value)
+
+
+def fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def table(jobs, by: str | None) -> str:
+    # Overrides that every job shares (e.g. progress=false) are not what the sweep varied.
+    varied = {k for swept, _ in jobs for k in swept if len({s.get(k) for s, _ in jobs}) > 1}
+    keys = sorted(varied - {by})
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for swept, results in jobs:
+        groups[tuple(swept.get(k, "") for k in keys)].append(results)
+    if by:
+        head = keys + ["jobs", "forget_test mean", "forget_test max", "d_retain mean", "d_retain worst", "status"]
+    else:
+        head = keys + [name for name, _ in FIGURES] + ["status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group_key, members in groups.items():
+        if by:
+            forget = [v for v in (figure(r, FIGURES[0][1]) for r in members) if v is not None]
+            drop = [v for v in (figure(r, FIGURES[2][1]) for r in members) if v is not None]
+            ok = sum(r.get("status") == "ok" for r in members)
+            cells = [
+                str(len(members)),
+                fmt(statistics.mean(forget) if forget else None),
+                fmt(max(forget) if forget else None),
+                fmt(statistics.mean(drop) if drop else None),
+                fmt(min(drop) if drop else None),
+                f"{ok}/{len(members)} ok",
+            ]
+            lines.append("| " + " | ".join([*group_key, *cells]) + " |")
+        else:
+            for results in members:
+                cells = [fmt(figure(results, fn)) for _, fn in FIGURES] + [results.get("status", "?")]
+                lines.append("| " + " | ".join([*group_key, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--by", help="override key to aggregate over (mean and worst case)")
+    args = parser.parse_args()
+    jobs = load_jobs(args.sweep_dir)
+    if not jobs:
+        print(f"No */results.json under {args.sweep_dir}; pass the multirun directory Hydra printed.", file=sys.stderr)
+        return 2
+    print(table(jobs, args.by))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
