@@ -78,3 +78,5 @@ def test_console_table_prints_the_headline_figures(quickstart_runs):
     proc, _ = quickstart_runs[0]
     for label in ("original", "unlearned", "forget-test acc", "retain-test acc", "unlearn time"):
         assert label in proc.stdout
+    # progress=auto: no progress bars when the output is not a terminal
+    assert "it/s" not in proc.stdout + proc.stderr and "s/it" not in proc.stdout + proc.stderr
