@@ -31,12 +31,11 @@ def _run_dir() -> Path:
 
 def _log_results(logger, results: dict) -> None:
     logger.summary({k: results[k] for k in ("metrics", "gaps", "timing", "certificate")})
-    names = results["config"]["dataset"].get("class_names") or None
-    rows = []
-    for cls, (before, after) in enumerate(
-        zip(results["metrics"]["original"]["per_class_test_acc"], results["metrics"]["unlearned"]["per_class_test_acc"])
-    ):
-        rows.append([cls, names[cls] if names else str(cls), cls in results["forget"]["classes"], before, after])
+    names = results["dataset"]["class_names"]
+    before = results["metrics"]["original"]["per_class_test_acc"]
+    after = results["metrics"]["unlearned"]["per_class_test_acc"]
+    forgotten = set(results["forget"]["classes"])
+    rows = [[cls, names[cls], cls in forgotten, before[cls], after[cls]] for cls in range(len(names))]
     logger.table("per_class_test_acc", ["class", "name", "forgotten", "original", "unlearned"], rows)
 
 

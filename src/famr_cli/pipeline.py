@@ -163,6 +163,12 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
         "status": "ok",
         "method": cfg.method.name,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "dataset": {
+            "name": cfg.dataset.name,
+            "class_names": p.data.class_names,
+            "num_train": len(p.data.y_train),
+            "num_test": len(p.data.y_test),
+        },
         "forget": {"description": p.split.description, "classes": p.split.forgotten_classes, "num_forget_train": len(p.split.forget_train)},
         "metrics": metrics,
         "gaps": {},

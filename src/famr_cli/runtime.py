@@ -16,9 +16,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FamrError(f"device={name} was requested but no CUDA device is available; use device=auto or device=cpu.")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise FamrError(f"Unknown device '{name}': use device=auto, device=cpu or device=cuda[:N].") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise FamrError(f"device={name} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); use device=cuda:0.")
+    return device
 
 
 def seed_everything(seed: int) -> None:
