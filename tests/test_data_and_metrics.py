@@ -13,18 +13,18 @@ from famr_cli.evaluate.metrics import accuracy, parameter_distance, per_class_ac
 from famr_cli.forget import make_forget_split
 
 
-def test_digits_split_is_stratified_and_independent_of_the_run_seed():
-    a = load_dataset(compose_config().dataset)
-    b = load_dataset(compose_config(["seed=7"]).dataset)
+def test_digits_split_is_stratified_and_independent_of_the_run_seed(tmp_path):
+    a = load_dataset(compose_config().dataset, tmp_path)
+    b = load_dataset(compose_config(["seed=7"]).dataset, tmp_path)
     assert a.x_train.dtype == torch.uint8 and a.x_train.shape[1:] == (1, 8, 8)
     assert len(a.y_train) + len(a.y_test) == 1797
     assert torch.equal(a.y_test, b.y_test)
     assert torch.bincount(a.y_test).min() >= 35
 
 
-def test_class_split_partitions_train_and_test():
+def test_class_split_partitions_train_and_test(tmp_path):
     cfg = compose_config(["forget.classes=[1,7]"])
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, tmp_path)
     split = make_forget_split(cfg.forget, data)
     assert split.forgotten_classes == [1, 7]
     assert set(data.y_train[split.forget_train].tolist()) == {1, 7}
@@ -33,9 +33,9 @@ def test_class_split_partitions_train_and_test():
     assert len(split.forget_test) + len(split.retain_test) == len(data.y_test)
 
 
-def test_classes_can_be_named():
+def test_classes_can_be_named(tmp_path):
     cfg = compose_config(["forget.classes=['3']"])
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, tmp_path)
     assert make_forget_split(cfg.forget, data).forgotten_classes == [3]
 
 
@@ -49,10 +49,10 @@ def test_classes_can_be_named():
         ("[2,2]", "twice"),
     ],
 )
-def test_bad_forget_classes_are_rejected(classes, message):
+def test_bad_forget_classes_are_rejected(classes, message, tmp_path):
     cfg = compose_config([f"forget.classes={classes}"])
     with pytest.raises(FamrError, match=message):
-        make_forget_split(cfg.forget, load_dataset(cfg.dataset))
+        make_forget_split(cfg.forget, load_dataset(cfg.dataset, tmp_path))
 
 
 def test_batches_cover_every_sample_once_per_epoch_in_seeded_order():

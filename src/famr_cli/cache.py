@@ -1,4 +1,4 @@
-"""Model cache: one directory per key holding safetensors weights and JSON metadata.
+"""Cache of models and decoded datasets: one directory per key, safetensors plus JSON metadata.
 
 The key is a hash of everything that determines the model, so "train once, forget many" holds
 across runs and sweep jobs. Writes go to a temp file first and are renamed into place, so a
@@ -58,27 +58,37 @@ class CacheEntry:
     def exists(self) -> bool:
         return (self.path / WEIGHTS).is_file() and (self.path / META).is_file()
 
-    def load(self, model: nn.Module, device: torch.device) -> dict[str, Any] | None:
-        """Load weights into ``model``; return the metadata, or None when the entry is unusable."""
+    def load_tensors(self, device: torch.device | str = "cpu") -> Optional[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """The stored tensors and metadata, or None when the entry is missing or does not verify."""
         if not self.exists():
             return None
         try:
             meta = json.loads((self.path / META).read_text())
             if _sha256(self.path / WEIGHTS) != meta["weights_sha256"]:
                 raise ValueError("weights do not match their recorded sha256")
-            state = load_file(str(self.path / WEIGHTS), device=str(device))
-            model.load_state_dict(state)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+            return load_file(str(self.path / WEIGHTS), device=str(device)), meta
+        except (OSError, ValueError, KeyError, SafetensorError) as err:
             self._quarantine(f"{type(err).__name__}: {err}")
+            return None
+
+    def load(self, model: nn.Module, device: torch.device) -> Optional[dict[str, Any]]:
+        """Load weights into ``model``; return the metadata, or None when the entry is unusable."""
+        loaded = self.load_tensors(device)
+        if loaded is None:
+            return None
+        state, meta = loaded
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:  # a different architecture under the same key
+            self._quarantine(f"weights do not fit the model: {str(err).splitlines()[0]}")
             return None
         return meta
 
-    def save(self, model: nn.Module, meta: dict[str, Any]) -> None:
+    def save_tensors(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.key}.", dir=self.path.parent))
         try:
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_file(state, str(staging / WEIGHTS))
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / WEIGHTS))
             meta = {**meta, "key": self.key, "weights_sha256": _sha256(staging / WEIGHTS), "saved_at": time.time()}
             (staging / META).write_text(json.dumps(meta, indent=2, default=str))
             if self.path.exists():
@@ -86,6 +96,9 @@ class CacheEntry:
             os.replace(staging, self.path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def save(self, model: nn.Module, meta: dict[str, Any]) -> None:
+        self.save_tensors(model.state_dict(), meta)
 
     def _quarantine(self, reason: str) -> None:
         aside = self.path.with_name(f"{self.key}.bad-{int(time.time())}")

@@ -130,7 +130,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     device = resolve_device(str(cfg.device))
     method = build_method(cfg.method)
     validate_recipe(cfg.train)
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, _cache_root(cfg))
     split = make_forget_split(cfg.forget, data)
     return Prepared(device, method, data, split, progress_enabled(cfg.progress))
 

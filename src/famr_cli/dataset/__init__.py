@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -22,6 +24,8 @@ class ImageData:
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Where the tensors came from (source, decode-cache key and hit, load time) for results.json.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -36,13 +40,26 @@ class ImageData:
         return int(self.x_train.shape[-1])
 
 
-DatasetLoader = Callable[[DictConfig], ImageData]
+# loader(dataset config, cache root) -> ImageData; the cache root holds decoded tensors.
+DatasetLoader = Callable[[DictConfig, Path], ImageData]
 DATASETS: Registry[DatasetLoader] = Registry("dataset", "dataset=<name>")
 
 
-def load_dataset(cfg: DictConfig) -> ImageData:
-    return DATASETS.get(cfg.name)(cfg)
+def load_dataset(cfg: DictConfig, cache_root: Path) -> ImageData:
+    return DATASETS.get(cfg.name)(cfg, Path(cache_root))
+
+
+def channel_stats(x_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, without a full float copy."""
+    flat = x_uint8.transpose(0, 1).reshape(x_uint8.shape[1], -1)
+    mean, sq = [], []
+    for channel in flat:
+        values = channel.double().div_(255.0)
+        mean.append(float(values.mean()))
+        sq.append(float(values.square().mean()))
+    std = tuple((s - m * m) ** 0.5 for m, s in zip(mean, sq))
+    return tuple(mean), std
 
 
 # Importing the modules registers them.
-from famr_cli.dataset import digits  # noqa: E402,F401
+from famr_cli.dataset import cifar10, digits  # noqa: E402,F401

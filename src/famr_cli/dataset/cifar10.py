@@ -1,0 +1,119 @@
+"""CIFAR-10 from an image folder (or a .tar.gz of one), torchvision's pickle batches, or a download.
+
+Class ids follow CIFAR-10's label order, which is alphabetical: airplane (0) … truck (9).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from famr_cli.dataset import DATASETS, ImageData, channel_stats
+from famr_cli.dataset.decoded import load_or_decode
+from famr_cli.dataset.image_folder import check_classes, decode_split, extract_archive, find_layout_root, is_archive, source_signature
+from famr_cli.errors import FamrError
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TORCHVISION_DIR = "cifar-10-batches-py"
+HOW_TO_PROVIDE = (
+    "set dataset.root=DIR where DIR is laid out DIR/{train,test}/<class name>/*.png|jpg (or is a .tar.gz of that layout, "
+    f"or holds torchvision's {TORCHVISION_DIR}), or run once with internet access so torchvision downloads it"
+)
+
+
+def _from_folder(root: Path, size: int) -> ImageData:
+    for split in ("train", "test"):
+        check_classes(root / split, CLASSES, "dataset.root")
+    x_train, y_train = decode_split(root / "train", CLASSES, size)
+    x_test, y_test = decode_split(root / "test", CLASSES, size)
+    mean, std = channel_stats(x_train)
+    return ImageData(x_train, y_train, x_test, y_test, list(CLASSES), mean, std, provenance={"source": str(root), "format": "folder"})
+
+
+def _from_torchvision(root: Path, download: bool) -> ImageData:
+    from torchvision.datasets import CIFAR10
+
+    # torchvision checks each batch's md5 before unpickling it, so only the official files are read.
+    train = CIFAR10(str(root), train=True, download=download)
+    test = CIFAR10(str(root), train=False, download=False)
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
+
+    x_train, y_train = tensors(train)
+    x_test, y_test = tensors(test)
+    mean, std = channel_stats(x_train)
+    return ImageData(
+        x_train, y_train, x_test, y_test, list(train.classes), mean, std, provenance={"source": str(root), "format": "torchvision"}
+    )
+
+
+def _resize(data: ImageData, size: int) -> ImageData:
+    if data.img_size == size:
+        return data
+    import torch.nn.functional as F
+
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+
+    data.x_train, data.x_test = scale(data.x_train), scale(data.x_test)
+    return data
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DictConfig, cache_root: Path) -> ImageData:
+    size = int(cfg.img_size)
+    if cfg.root is None:
+        download_dir = Path(cfg.download_dir or cache_root / "downloads").expanduser()
+        if (download_dir / TORCHVISION_DIR).is_dir():
+            return _torchvision_cached(download_dir, cache_root, size, download=False)
+        try:
+            return _torchvision_cached(download_dir, cache_root, size, download=True)
+        except FamrError:
+            raise
+        except Exception as err:  # no network, DNS failure, HTTP error, partial download
+            raise FamrError(
+                f"CIFAR-10 is not available ({type(err).__name__} while downloading into {download_dir}); {HOW_TO_PROVIDE}."
+            ) from None
+
+    root = Path(cfg.root).expanduser().resolve()
+    if not root.exists():
+        raise FamrError(f"dataset.root={cfg.root} does not exist; {HOW_TO_PROVIDE}.")
+    if is_archive(root):
+        return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, cache_root, size))
+    if (root / TORCHVISION_DIR).is_dir() or root.name == TORCHVISION_DIR:
+        return _torchvision_cached(root if root.name != TORCHVISION_DIR else root.parent, cache_root, size, download=False)
+    if (root / "train").is_dir() or any((c / "train").is_dir() for c in root.iterdir() if c.is_dir()):
+        layout = find_layout_root(root, root)
+        return load_or_decode(cache_root, "cifar10", _key(layout, size, "folder"), lambda: _from_folder(layout, size))
+    raise FamrError(f"dataset.root={cfg.root} is neither a CIFAR-10 image folder nor torchvision's batches; {HOW_TO_PROVIDE}.")
+
+
+def _key(source: Path, size: int, kind: str) -> dict:
+    return {"source": str(source), "kind": kind, "signature": source_signature(source), "img_size": size}
+
+
+def _torchvision_cached(root: Path, cache_root: Path, size: int, download: bool) -> ImageData:
+    batches = root / TORCHVISION_DIR
+    if batches.is_dir():
+        return load_or_decode(
+            cache_root, "cifar10", _key(batches, size, "torchvision"), lambda: _resize(_from_torchvision(root, False), size)
+        )
+    data = _resize(_from_torchvision(root, download), size)
+    # Downloaded now: cache the decoded tensors under the freshly written batches' signature.
+    return load_or_decode(cache_root, "cifar10", _key(batches, size, "torchvision"), lambda: data)
+
+
+def _from_archive(archive: Path, cache_root: Path, size: int) -> ImageData:
+    cache_root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_root))
+    try:
+        data = _from_folder(extract_archive(archive, scratch), size)
+        data.provenance = {"source": str(archive), "format": "archive"}
+        return data
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the decoded cache replaces the unpacked images
