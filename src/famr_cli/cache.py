@@ -58,7 +58,7 @@ class CacheEntry:
     def exists(self) -> bool:
         return (self.path / WEIGHTS).is_file() and (self.path / META).is_file()
 
-    def load_tensors(self, device: torch.device | str = "cpu") -> Optional[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+    def load_tensors(self, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The stored tensors and metadata, or None when the entry is missing or does not verify."""
         if not self.exists():
             return None
@@ -71,7 +71,7 @@ class CacheEntry:
             self._quarantine(f"{type(err).__name__}: {err}")
             return None
 
-    def load(self, model: nn.Module, device: torch.device) -> Optional[dict[str, Any]]:
+    def load(self, model: nn.Module, device: torch.device) -> dict[str, Any] | None:
         """Load weights into ``model``; return the metadata, or None when the entry is unusable."""
         loaded = self.load_tensors(device)
         if loaded is None:
