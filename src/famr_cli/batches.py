@@ -1,16 +1,28 @@
-"""Mini-batches drawn from tensors that already live on the target device.
+"""Mini-batches: from tensors on the target device, or streamed from memory-mapped images.
 
-Small datasets fit in accelerator memory, so shuffling, augmentation and normalisation all
-happen there and the data path never waits on the host.
+Small datasets fit in accelerator memory, so :class:`TensorBatches` shuffles, augments and
+normalises there and the data path never waits on the host. Datasets too large for that
+(``ImageData.streamed``, e.g. ImageNet-100) go through :class:`StreamedBatches`: DataLoader
+workers read uint8 batches from the memory map, and cropping, flipping and normalisation run on
+the device. :func:`make_batches` picks the right one.
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from famr_cli.dataset import ImageData
 
 
 @dataclass(frozen=True)
@@ -89,3 +101,222 @@ class TensorBatches:
             if self.augment.hflip:
                 xb = random_hflip(xb, self.generator)
             yield normalize(xb, self.mean, self.std), self.y[idx]
+
+
+# Random-resized-crop ranges for streamed training: fraction of the image area, and aspect ratio.
+RRC_SCALE = (0.35, 1.0)
+RRC_RATIO = (3 / 4, 4 / 3)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed per (seed, epoch), so every epoch has its own order and crops."""
+    return int(np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def random_resized_boxes(
+    n: int, height: int, width: int, generator: torch.Generator, scale=RRC_SCALE, ratio=RRC_RATIO, tries: int = 10
+) -> torch.Tensor:
+    """n boxes (x0, y0, w, h) in pixels covering ``scale`` of the area at an aspect ratio within ``ratio``.
+
+    Like torchvision's RandomResizedCrop: up to ``tries`` draws per image, the first that fits wins;
+    if none fits, the last draw is clipped to the image.
+    """
+    area = height * width * torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
+    aspect = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()
+    w, h = (area * aspect).sqrt(), (area / aspect).sqrt()
+    fits = (w <= width) & (h <= height)
+    pick = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), tries - 1))[:, None]
+    w, h = w.gather(1, pick).squeeze(1).clamp(max=width), h.gather(1, pick).squeeze(1).clamp(max=height)
+    x0 = torch.rand(n, generator=generator) * (width - w)
+    y0 = torch.rand(n, generator=generator) * (height - h)
+    return torch.stack([x0, y0, w, h], dim=1)
+
+
+def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each image of float ``x`` to its box, resize it to ``size`` (bilinear) and mirror where ``flip``."""
+    n, c, height, width = x.shape
+    boxes = boxes.to(device=x.device, dtype=x.dtype)
+    x0, y0, w, h = boxes.unbind(1)
+    sign = 1.0 - 2.0 * flip.to(device=x.device, dtype=x.dtype)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    # Output coordinates in [-1, 1] map onto the box (align_corners=False: -1/+1 are the outer pixel edges).
+    theta[:, 0, 0] = sign * w / width
+    theta[:, 0, 2] = (2 * x0 + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * y0 + h) / height - 1
+    grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class _BatchReader(Dataset):
+    """One item = one whole batch: rows ``idx`` of the uint8 images (centre-cropped if asked) and labels.
+
+    Reading a batch at a time from the memory map costs one worker round trip per batch, not per image.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, center_crop: int | None):
+        self.x, self.y, self.center_crop = x, y, center_crop
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.center_crop is None:
+            xb = self.x[idx]
+        else:
+            c, (height, width) = self.center_crop, self.x.shape[-2:]
+            top, left = (height - c) // 2, (width - c) // 2
+            xb = self.x[idx, :, top : top + c, left : left + c]
+        return xb.contiguous(), self.y[idx]
+
+
+def _worker_context() -> str | None:
+    # Workers must inherit the memory map, not receive a pickled copy of it: fork where it is safe.
+    return "fork" if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods() else None
+
+
+class StreamedBatches:
+    """Re-iterable like :class:`TensorBatches`, for images that stay on the host (e.g. memory-mapped).
+
+    Each pass is one epoch. The epoch's order and random crops come from a generator reseeded with
+    (seed, epoch), drawn in the main process, so a seed gives the same batches whatever
+    ``num_workers`` is. Workers only read uint8 rows (sorted within a batch, for locality); the batch
+    goes to ``device`` (pinned, non-blocking on CUDA), where it is cropped, flipped and normalised.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        shuffle: bool = False,
+        crop_size: int | None = None,
+        random_crop: bool = False,
+        hflip: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        indices: torch.Tensor | None = None,
+        scale: tuple[float, float] = RRC_SCALE,
+    ):
+        self.x = x.cpu()
+        self.y = y.cpu()
+        # Rows of x/y this stream draws from (all when None), so a subset needs no copy of the images.
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long).cpu()
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.shuffle = shuffle
+        self.crop_size = int(crop_size) if crop_size is not None else int(x.shape[-1])
+        if self.crop_size > min(x.shape[-2:]):
+            raise ValueError(f"crop_size {self.crop_size} exceeds the stored image size {tuple(x.shape[-2:])}")
+        self.random_crop = random_crop
+        self.hflip = hflip
+        self.scale = scale
+        self.num_workers = num_workers
+        self.seed = seed
+        self.epoch = 0
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        stored = int(x.shape[-1]) == self.crop_size and int(x.shape[-2]) == self.crop_size
+        # Random crops need the whole stored image on the device; otherwise workers centre-crop.
+        self.reader = _BatchReader(self.x, self.y, None if random_crop or stored else self.crop_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y) if self.indices is None else len(self.indices)
+
+    def __len__(self) -> int:
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def _loader(self, chunks: list[torch.Tensor], generator: torch.Generator) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.reader,
+            batch_size=None,  # each sampled item is already a whole batch of indices
+            sampler=chunks,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            multiprocessing_context=_worker_context() if workers > 0 else None,
+            generator=generator,  # seeds the workers' own RNGs (they draw nothing, but keep them deterministic)
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        n = self.num_samples
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if self.indices is not None:
+            order = self.indices[order]
+        chunks = [order[s : s + self.batch_size].sort().values for s in range(0, n, self.batch_size)]
+        worker_seeds = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED)
+        non_blocking = self.device.type == "cuda"
+        for xb, yb in self._loader(chunks, worker_seeds):
+            xb = xb.to(self.device, non_blocking=non_blocking)
+            yb = yb.to(self.device, non_blocking=non_blocking)
+            x = xb.float().div_(255.0)
+            # Random draws happen here, in the main process and on the CPU, so they never depend on workers or device.
+            flip = torch.rand(len(x), generator=generator) < 0.5 if self.hflip else torch.zeros(len(x), dtype=torch.bool)
+            if self.random_crop:
+                boxes = random_resized_boxes(len(x), x.shape[-2], x.shape[-1], generator, scale=self.scale)
+                x = resized_crops(x, boxes, flip, self.crop_size)
+            else:
+                if x.shape[-1] != self.crop_size or x.shape[-2] != self.crop_size:
+                    x = center_crop(x, self.crop_size)
+                if self.hflip:
+                    x = torch.where(flip.to(self.device)[:, None, None, None], x.flip(-1), x)
+            yield (x - self.mean) / self.std, yb
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def make_batches(
+    data: ImageData,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    shuffle: bool = False,
+    augment: Augment | None = None,
+    seed: int = 0,
+    train: bool = False,
+    indices: torch.Tensor | None = None,
+) -> TensorBatches | StreamedBatches:
+    """Batches of ``x``/``y`` (rows ``indices`` only, when given) for ``data``'s kind of storage.
+
+    In-memory data gets :class:`TensorBatches` with ``augment`` exactly as given. Streamed data
+    (``data.streamed``, or stored images larger than ``data.crop_size``) gets :class:`StreamedBatches`:
+    a training pass (``train``) with an active ``augment`` takes random resized crops (area 35-100 %)
+    of ``data.crop_size`` and mirrors them when ``augment.hflip``; every other pass (evaluation,
+    or training without augmentation, like FAMR's) takes the centre crop.
+    """
+    stored = int(x.shape[-1])
+    if data.streamed or (data.crop_size is not None and data.crop_size != stored):
+        randomize = bool(train and augment is not None and augment.active)
+        return StreamedBatches(
+            x,
+            y,
+            batch_size=batch_size,
+            mean=data.mean,
+            std=data.std,
+            device=device,
+            shuffle=shuffle,
+            crop_size=data.crop_size,
+            random_crop=randomize,
+            hflip=randomize and bool(augment.hflip),
+            num_workers=data.num_workers,
+            seed=seed,
+            indices=indices,
+        )
+    if indices is not None:
+        x, y = x[indices], y[indices]
+    return TensorBatches(
+        x, y, batch_size=batch_size, mean=data.mean, std=data.std, device=device, shuffle=shuffle, augment=augment, seed=seed
+    )

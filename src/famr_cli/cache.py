@@ -101,6 +101,6 @@ class CacheEntry:
         self.save_tensors(model.state_dict(), meta)
 
     def _quarantine(self, reason: str) -> None:
-        aside = self.path.with_name(f"{self.key}.bad-{int(time.time())}")
+        aside = self.path.with_name(f"{self.key}.bad-{time.time_ns()}")
         log.warning("Cache entry %s is unusable (%s); moved it to %s and will rebuild it.", self.path, reason, aside)
         os.replace(self.path, aside)

@@ -26,6 +26,14 @@ class ImageData:
     std: tuple[float, ...]
     # Where the tensors came from (source, decode-cache key and hit, load time) for results.json.
     provenance: dict[str, Any] = field(default_factory=dict)
+    # True when x_train/x_test are backed by memory-mapped files: batches are then streamed through a
+    # DataLoader (``batches.make_batches``) instead of being copied to the device whole.
+    streamed: bool = False
+    # When set, images are stored larger than the model sees them: training takes random crops of
+    # this size and evaluation centre crops of it.
+    crop_size: int | None = None
+    # DataLoader worker processes for streamed batches (0 = read in the main process).
+    num_workers: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -37,7 +45,8 @@ class ImageData:
 
     @property
     def img_size(self) -> int:
-        return int(self.x_train.shape[-1])
+        """The side length the model sees: the crop size when set, else the stored size."""
+        return int(self.crop_size) if self.crop_size is not None else int(self.x_train.shape[-1])
 
 
 # loader(dataset config, cache root) -> ImageData; the cache root holds decoded tensors.
@@ -62,4 +71,4 @@ def channel_stats(x_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 
 
 # Importing the modules registers them.
-from famr_cli.dataset import cifar10, digits  # noqa: E402,F401
+from famr_cli.dataset import cifar10, digits, imagenet100  # noqa: E402,F401

@@ -34,15 +34,21 @@ def _from_folder(root: Path, size: int) -> ImageData:
     return ImageData(x_train, y_train, x_test, y_test, list(CLASSES), mean, std, provenance={"source": str(root), "format": "folder"})
 
 
-def _from_torchvision(root: Path, download: bool) -> ImageData:
+def _from_torchvision(root: Path, download: bool, size: int) -> ImageData:
     from torchvision.datasets import CIFAR10
 
     # torchvision checks each batch's md5 before unpickling it, so only the official files are read.
-    train = CIFAR10(str(root), train=True, download=download)
-    test = CIFAR10(str(root), train=False, download=False)
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=False)
+    except RuntimeError as err:  # "Dataset not found or corrupted": a partial or altered copy
+        raise FamrError(
+            f"The CIFAR-10 batches in {root / TORCHVISION_DIR} fail torchvision's checksum ({err}); delete that folder "
+            f"and download again, or {HOW_TO_PROVIDE}."
+        ) from None
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
+        return _resize(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), size), torch.tensor(ds.targets, dtype=torch.long)
 
     x_train, y_train = tensors(train)
     x_test, y_test = tensors(test)
@@ -52,16 +58,12 @@ def _from_torchvision(root: Path, download: bool) -> ImageData:
     )
 
 
-def _resize(data: ImageData, size: int) -> ImageData:
-    if data.img_size == size:
-        return data
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
     import torch.nn.functional as F
 
-    def scale(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
-
-    data.x_train, data.x_test = scale(data.x_train), scale(data.x_test)
-    return data
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
 
 
 @DATASETS.register("cifar10")
@@ -83,6 +85,8 @@ def load_cifar10(cfg: DictConfig, cache_root: Path) -> ImageData:
     root = Path(cfg.root).expanduser().resolve()
     if not root.exists():
         raise FamrError(f"dataset.root={cfg.root} does not exist; {HOW_TO_PROVIDE}.")
+    if root.is_file() and not is_archive(root):
+        raise FamrError(f"dataset.root={cfg.root} is a file but not a .tar.gz/.tgz/.tar archive; {HOW_TO_PROVIDE}.")
     if is_archive(root):
         return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, cache_root, size))
     if (root / TORCHVISION_DIR).is_dir() or root.name == TORCHVISION_DIR:
@@ -99,11 +103,10 @@ def _key(source: Path, size: int, kind: str) -> dict:
 
 def _torchvision_cached(root: Path, cache_root: Path, size: int, download: bool) -> ImageData:
     batches = root / TORCHVISION_DIR
-    if batches.is_dir():
-        return load_or_decode(
-            cache_root, "cifar10", _key(batches, size, "torchvision"), lambda: _resize(_from_torchvision(root, False), size)
-        )
-    data = _resize(_from_torchvision(root, download), size)
+    key = _key(batches, size, "torchvision") if batches.is_dir() else None
+    if key is not None:
+        return load_or_decode(cache_root, "cifar10", key, lambda: _from_torchvision(root, download, size))
+    data = _from_torchvision(root, download, size)
     # Downloaded now: cache the decoded tensors under the freshly written batches' signature.
     return load_or_decode(cache_root, "cifar10", _key(batches, size, "torchvision"), lambda: data)
 

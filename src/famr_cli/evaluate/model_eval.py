@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from famr_cli.batches import TensorBatches
+from famr_cli.batches import make_batches
 from famr_cli.dataset import ImageData
 from famr_cli.evaluate.metrics import accuracy, per_class_accuracy
 from famr_cli.forget import ForgetSplit
@@ -16,7 +16,7 @@ def predict(model: nn.Module, x: torch.Tensor, data: ImageData, device: torch.de
     """Arg-max predictions for uint8 images ``x``, batched with no per-sample Python work."""
     was_training = model.training
     model.eval()
-    batches = TensorBatches(x, torch.zeros(len(x), dtype=torch.long), batch_size=batch_size, mean=data.mean, std=data.std, device=device)
+    batches = make_batches(data, x, torch.zeros(len(x), dtype=torch.long), batch_size=batch_size, device=device, train=False)
     preds = torch.cat([model(xb).argmax(dim=1) for xb, _ in batches]).cpu()
     model.train(was_training)
     return preds

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from famr_cli.backbone import classifier_parameter_names
-from famr_cli.batches import TensorBatches
+from famr_cli.batches import make_batches
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
@@ -102,15 +102,16 @@ class FAMR(UnlearningMethod):
         anchored = self._anchored(model)
         theta0 = [p.detach().clone() for p in anchored]
         forget = ctx.split.forget_train
-        batches = TensorBatches(
-            ctx.data.x_train[forget],
-            ctx.data.y_train[forget],
+        batches = make_batches(
+            ctx.data,
+            ctx.data.x_train,
+            ctx.data.y_train,
             batch_size=int(c.batch_size),
-            mean=ctx.data.mean,
-            std=ctx.data.std,
             device=ctx.device,
             shuffle=True,
             seed=ctx.seed,
+            train=True,
+            indices=forget,
         )
         optimizer = build_optimizer(
             params, c.optimizer, float(c.lr), key="method", momentum=float(c.momentum), weight_decay=float(c.weight_decay)

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from famr_cli.batches import Augment, TensorBatches
+from famr_cli.batches import Augment, make_batches
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
 from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
@@ -38,17 +38,17 @@ def fit_classifier(
 ) -> LoopResult:
     """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
     validate_recipe(cfg)
-    x, y = (data.x_train, data.y_train) if indices is None else (data.x_train[indices], data.y_train[indices])
-    batches = TensorBatches(
-        x,
-        y,
+    batches = make_batches(
+        data,
+        data.x_train,
+        data.y_train,
+        indices=indices,  # rows are gathered per batch: a subset of streamed data is never copied whole
         batch_size=int(cfg.batch_size),
-        mean=data.mean,
-        std=data.std,
         device=device,
         shuffle=True,
         augment=Augment(int(cfg.augment.crop_padding), bool(cfg.augment.hflip)),
         seed=int(cfg.seed),
+        train=True,
     )
     optimizer = build_optimizer(
         model.parameters(),
