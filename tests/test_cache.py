@@ -52,3 +52,28 @@ def test_corrupt_entry_is_moved_aside_and_rebuilt(tmp_path, caplog):
     assert "unusable" in caplog.text
     assert list(tmp_path.glob(f"original/{first.key}.bad-*")), "the corrupt entry should be kept aside for inspection"
     assert get_original_model(cfg, p.data, p.device, ExperimentLogger(), False).hit
+
+
+def test_original_predictions_are_computed_once_per_model(tmp_path, monkeypatch):
+    from famr_cli.pipeline import original_predictions
+
+    cfg = _cfg(tmp_path)
+    p = prepare(cfg)
+    original = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    first = original_predictions(cfg, original, p)
+    assert first.train.shape == p.data.y_train.shape and first.test.shape == p.data.y_test.shape
+
+    def must_not_predict(*args, **kwargs):
+        raise AssertionError("cached predictions must be reused")
+
+    monkeypatch.setattr("famr_cli.pipeline.predict_all", must_not_predict)
+    second = original_predictions(cfg, original, p)
+    assert torch.equal(first.train, second.train) and torch.equal(first.test, second.test)
+
+
+def test_precision_bf16_trains_on_cpu(tmp_path):
+    cfg = _cfg(tmp_path, "precision=bf16", "train.epochs=1")
+    p = prepare(cfg)
+    assert p.autocast == torch.bfloat16
+    original = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False, p.autocast)
+    assert all(t.dtype == torch.float32 for t in original.model.state_dict().values() if t.is_floating_point())

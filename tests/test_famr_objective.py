@@ -145,3 +145,12 @@ def test_famr_uses_only_the_forget_set():
 def test_bad_famr_options_are_rejected_with_the_key_named(override, fragment):
     with pytest.raises(FamrError, match=fragment.replace(".", r"\.")):
         _famr(**override)
+
+
+def test_bf16_autocast_runs_on_cpu_and_keeps_fp32_weights():
+    data, split, model = _tiny_problem()
+    before = [p.detach().clone() for p in model.parameters()]
+    report = _famr().unlearn(model, UnlearnContext(data, split, torch.device("cpu"), seed=0, autocast=torch.bfloat16))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert report.certificate["anchored_param_dist"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

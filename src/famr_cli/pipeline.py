@@ -20,12 +20,12 @@ from famr_cli.backbone import build_backbone
 from famr_cli.cache import CacheEntry, cache_key
 from famr_cli.dataset import ImageData, load_dataset
 from famr_cli.evaluate.metrics import parameter_distance
-from famr_cli.evaluate.model_eval import evaluate_model
+from famr_cli.evaluate.model_eval import Predictions, predict_all, score
 from famr_cli.forget import ForgetSplit, make_forget_split
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
 from famr_cli.progress import progress_enabled
-from famr_cli.runtime import resolve_device, seed_everything
+from famr_cli.runtime import autocast_dtype, resolve_device, seed_everything
 from famr_cli.train.classifier import fit_classifier, validate_recipe
 
 log = logging.getLogger("famr")
@@ -68,7 +68,12 @@ def build_model(cfg: DictConfig, data: ImageData, device: torch.device) -> nn.Mo
 
 
 def get_original_model(
-    cfg: DictConfig, data: ImageData, device: torch.device, logger: ExperimentLogger, show_progress: bool
+    cfg: DictConfig,
+    data: ImageData,
+    device: torch.device,
+    logger: ExperimentLogger,
+    show_progress: bool,
+    autocast: torch.dtype | None = None,
 ) -> OriginalModel:
     start = time.perf_counter()
     key = original_cache_key(cfg)
@@ -87,7 +92,9 @@ def get_original_model(
         log.info("original model: epoch %d/%d, loss %.4f, %.0f s elapsed", epoch + 1, epochs, loss, time.perf_counter() - start)
         logger.log({"train/epoch": epoch + 1, "train/loss": loss})
 
-    fit_classifier(model, data, None, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc="original")
+    fit_classifier(
+        model, data, None, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc="original", autocast=autocast
+    )
     train_s = time.perf_counter() - start
     entry.save(
         model,
@@ -99,6 +106,23 @@ def get_original_model(
     )
     log.info("Original model trained in %.1f s and cached at %s.", train_s, entry.path)
     return OriginalModel(model, key, False, train_s, train_s)
+
+
+def original_predictions(cfg: DictConfig, original: OriginalModel, p: Prepared) -> Predictions:
+    """The original model's predictions on every image, computed once per model and cached beside it.
+
+    Every forget spec and sweep job scores the same original model, so this saves one full
+    evaluation pass per job.
+    """
+    precision = "fp32" if p.autocast is None else str(p.autocast).removeprefix("torch.")
+    entry = CacheEntry(root=_cache_root(cfg), kind="original-predictions", key=cache_key({"model": original.key, "precision": precision}))
+    loaded = entry.load_tensors()
+    if loaded is not None:
+        tensors, _ = loaded
+        return Predictions(train=tensors["train"], test=tensors["test"])
+    preds = predict_all(original.model, p.data, p.device, int(cfg.eval_batch_size), p.autocast)
+    entry.save_tensors({"train": preds.train, "test": preds.test}, {"model_key": original.key, "precision": precision})
+    return preds
 
 
 def _cache_root(cfg: DictConfig) -> Path:
@@ -139,16 +163,18 @@ class Prepared:
     data: ImageData
     split: ForgetSplit
     show_progress: bool
+    autocast: torch.dtype | None
 
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate every config value and load the data; all bad input fails here, before training."""
     device = resolve_device(str(cfg.device))
+    autocast = autocast_dtype(str(cfg.precision), device)
     method = build_method(cfg.method)
     validate_recipe(cfg.train)
     data = load_dataset(cfg.dataset, _cache_root(cfg))
     split = make_forget_split(cfg.forget, data)
-    return Prepared(device, method, data, split, progress_enabled(cfg.progress))
+    return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast)
 
 
 def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
@@ -160,15 +186,15 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
         len(p.data.y_train),
         p.device,
     )
-    original = get_original_model(cfg, p.data, p.device, logger, p.show_progress)
-    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log)
+    original = get_original_model(cfg, p.data, p.device, logger, p.show_progress, p.autocast)
+    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast)
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
 
     eval_start = time.perf_counter()
     batch = int(cfg.eval_batch_size)
     metrics = {
-        "original": evaluate_model(original.model, p.data, p.split, p.device, batch),
-        "unlearned": evaluate_model(unlearned, p.data, p.split, p.device, batch),
+        "original": score(original_predictions(cfg, original, p), p.data, p.split),
+        "unlearned": score(predict_all(unlearned, p.data, p.device, batch, p.autocast), p.data, p.split),
     }
     params = [q.detach() for q in unlearned.parameters()]
     reference = [q.detach() for q in original.model.parameters()]

@@ -28,3 +28,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
+
+    ``auto`` picks bf16 on CUDA (tensor cores, no loss scaling needed) and fp32 on CPU, where
+    bf16 matmuls are only fast on recent server cores.
+    """
+    if precision not in PRECISIONS:
+        raise FamrError(f"Unknown precision '{precision}': use precision=auto, bf16 or fp32.")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None

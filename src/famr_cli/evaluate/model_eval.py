@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
@@ -11,20 +14,41 @@ from famr_cli.evaluate.metrics import accuracy, per_class_accuracy
 from famr_cli.forget import ForgetSplit
 
 
+@dataclass
+class Predictions:
+    """Arg-max class of every training and test image: all a split's accuracies derive from these."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, data: ImageData, device: torch.device, batch_size: int) -> torch.Tensor:
+def predict(
+    model: nn.Module, x: torch.Tensor, data: ImageData, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
+) -> torch.Tensor:
     """Arg-max predictions for uint8 images ``x``, batched with no per-sample Python work."""
     was_training = model.training
     model.eval()
     batches = make_batches(data, x, torch.zeros(len(x), dtype=torch.long), batch_size=batch_size, device=device, train=False)
-    preds = torch.cat([model(xb).argmax(dim=1) for xb, _ in batches]).cpu()
+    amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
+    with amp:
+        preds = torch.cat([model(xb).argmax(dim=1) for xb, _ in batches]).cpu()
     model.train(was_training)
     return preds
 
 
-def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit, device: torch.device, batch_size: int) -> dict:
-    train_pred = predict(model, data.x_train, data, device, batch_size)
-    test_pred = predict(model, data.x_test, data, device, batch_size)
+def predict_all(
+    model: nn.Module, data: ImageData, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
+) -> Predictions:
+    return Predictions(
+        train=predict(model, data.x_train, data, device, batch_size, autocast),
+        test=predict(model, data.x_test, data, device, batch_size, autocast),
+    )
+
+
+def score(preds: Predictions, data: ImageData, split: ForgetSplit) -> dict:
+    """Accuracies on the forget/retain parts of train and test, and per test class (percent)."""
+    train_pred, test_pred = preds.train, preds.test
     return {
         "test_acc": accuracy(test_pred, data.y_test),
         "forget_train_acc": accuracy(train_pred[split.forget_train], data.y_train[split.forget_train]),
@@ -33,3 +57,9 @@ def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit, device
         "retain_test_acc": accuracy(test_pred[split.retain_test], data.y_test[split.retain_test]),
         "per_class_test_acc": per_class_accuracy(test_pred, data.y_test, data.num_classes),
     }
+
+
+def evaluate_model(
+    model: nn.Module, data: ImageData, split: ForgetSplit, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
+) -> dict:
+    return score(predict_all(model, data, device, batch_size, autocast), data, split)

@@ -27,6 +27,8 @@ class UnlearnContext:
     show_progress: bool = False
     # Sends a dict of curve points to the experiment logger (wandb or nothing).
     log_metrics: Callable[[dict[str, float]], None] = lambda metrics: None
+    # Forward-pass autocast dtype (bf16 on CUDA by default), None for fp32.
+    autocast: torch.dtype | None = None
 
 
 @dataclass

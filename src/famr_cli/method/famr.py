@@ -147,6 +147,7 @@ class FAMR(UnlearningMethod):
             desc="FAMR",
             show_progress=ctx.show_progress,
             divergence_hint="lower method.lr or raise method.lam",
+            autocast=ctx.autocast,
         )
         return UnlearnReport(
             epoch_losses=result.epoch_losses,

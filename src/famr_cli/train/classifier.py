@@ -35,6 +35,7 @@ def fit_classifier(
     show_progress: bool = False,
     on_epoch_end: Callable[[int, float], None] | None = None,
     desc: str = "train",
+    autocast: torch.dtype | None = None,
 ) -> LoopResult:
     """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
     validate_recipe(cfg)
@@ -78,4 +79,5 @@ def fit_classifier(
         show_progress=show_progress,
         grad_clip=cfg.get("grad_clip"),
         divergence_hint="lower train.lr or set train.grad_clip",
+        autocast=autocast,
     )

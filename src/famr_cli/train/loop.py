@@ -47,6 +47,7 @@ def run_loop(
     show_progress: bool = False,
     grad_clip: float | None = None,
     divergence_hint: str = "lower the learning rate",
+    autocast: torch.dtype | None = None,
 ) -> LoopResult:
     hooks = hooks or LoopHooks()
     result = LoopResult()
@@ -59,7 +60,9 @@ def run_loop(
             loss_sum = torch.zeros((), device=next(model.parameters()).device)
             for x, y in batches:
                 optimizer.zero_grad(set_to_none=True)
-                loss = objective(model, x, y)
+                # Only the forward pass runs under autocast; gradients and the step stay fp32.
+                with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    loss = objective(model, x, y)
                 loss.backward()
                 if hooks.after_backward is not None:
                     hooks.after_backward()
