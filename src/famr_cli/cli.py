@@ -46,7 +46,7 @@ def execute(cfg: DictConfig) -> int:
     exit_code = 0
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     try:
-        results = run_experiment(cfg, logger)
+        results = run_experiment(cfg, logger, run_dir)
         path = write_results(run_dir, results)
         _log_results(logger, results)
         print(summary_table(results))

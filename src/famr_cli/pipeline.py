@@ -177,8 +177,27 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast)
 
 
-def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
+FORGET_INDICES_FILE = "forget_indices.txt"
+
+
+def write_forget_indices(run_dir: Path, split: ForgetSplit) -> Path:
+    """D_f's training indices, one per line: a later run can reuse them with forget=sample forget.indices_file=..."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / FORGET_INDICES_FILE
+    path.write_text("".join(f"{i}\n" for i in split.forget_train.tolist()))
+    return path
+
+
+def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | None = None) -> dict[str, Any]:
+    """The whole experiment; with ``run_dir`` (a Hydra run) the forget set's indices are saved there too."""
     p = prepare(cfg)
+    forget_info: dict[str, Any] = {
+        "description": p.split.description,
+        "classes": p.split.forgotten_classes,
+        "num_forget_train": len(p.split.forget_train),
+    }
+    if run_dir is not None:
+        forget_info["indices_file"] = write_forget_indices(Path(run_dir), p.split).name
     log.info(
         "Forgetting %s: %d of %d training samples; device %s.",
         p.split.description,
@@ -212,7 +231,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger) -> dict[str, Any]:
             "num_test": len(p.data.y_test),
             "provenance": p.data.provenance,
         },
-        "forget": {"description": p.split.description, "classes": p.split.forgotten_classes, "num_forget_train": len(p.split.forget_train)},
+        "forget": forget_info,
         "metrics": metrics,
         "gaps": {},
         "timing": {

@@ -32,4 +32,4 @@ def make_forget_split(cfg: DictConfig, data: ImageData) -> ForgetSplit:
     return FORGET_SPECS.get(cfg.name)(cfg, data)
 
 
-from famr_cli.forget import by_class  # noqa: E402,F401
+from famr_cli.forget import by_class, by_sample  # noqa: E402,F401
