@@ -6,7 +6,7 @@ import copy
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import famr_cli
 from famr_cli.backbone import build_backbone
 from famr_cli.cache import CacheEntry, cache_key
 from famr_cli.dataset import ImageData, load_dataset
-from famr_cli.evaluate.metrics import parameter_distance
-from famr_cli.evaluate.model_eval import Predictions, predict_all, score
-from famr_cli.forget import ForgetSplit, make_forget_split
+from famr_cli.evaluate.metrics import accuracy, parameter_distance
+from famr_cli.evaluate.model_eval import Predictions, predict, predict_all, score
+from famr_cli.forget import ForgetSplit, make_forget_split, modifies_training_data
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
 from famr_cli.progress import progress_enabled
@@ -50,7 +50,12 @@ LOADING_ONLY_KEYS = ("num_workers", "download_dir")
 
 def _model_inputs(cfg: DictConfig) -> dict[str, Any]:
     dataset = {k: v for k, v in _section(cfg, "dataset").items() if k not in LOADING_ONLY_KEYS}
-    return {"dataset": dataset, "backbone": _section(cfg, "backbone"), "train": _section(cfg, "train")}
+    inputs = {"dataset": dataset, "backbone": _section(cfg, "backbone"), "train": _section(cfg, "train")}
+    if modifies_training_data(cfg.forget):
+        # forget=style trains the original model on stylized (maybe relabelled) images: the spec is an input.
+        # Other specs only choose among training samples and keep their keys unchanged.
+        inputs["forget"] = _section(cfg, "forget")
+    return inputs
 
 
 def original_cache_key(cfg: DictConfig) -> str:
@@ -174,7 +179,22 @@ def prepare(cfg: DictConfig) -> Prepared:
     validate_recipe(cfg.train)
     data = load_dataset(cfg.dataset, _cache_root(cfg))
     split = make_forget_split(cfg.forget, data)
+    if split.modifies_training_data:
+        # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
+        data = replace(data, x_train=split.x_train, y_train=split.y_train)
     return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast)
+
+
+def style_metrics(model: nn.Module, p: Prepared, x_styled: torch.Tensor, clean_test_acc: float, batch_size: int) -> dict[str, float]:
+    """forget=style extras: accuracy on the stylized and the clean test set, and the attack success rate when relabelled."""
+    split = p.split
+    preds = predict(model, x_styled, p.data, p.device, batch_size, p.autocast)
+    extras = {"stylized_test_acc": accuracy(preds, p.data.y_test), "clean_test_acc": clean_test_acc}
+    if split.relabel_to is not None:
+        # Percent of stylized test images of other classes that the trigger flips to relabel_to.
+        others = p.data.y_test != split.relabel_to
+        extras["attack_success_rate"] = accuracy(preds[others], torch.full((int(others.sum()),), split.relabel_to, dtype=preds.dtype))
+    return extras
 
 
 FORGET_INDICES_FILE = "forget_indices.txt"
@@ -215,6 +235,10 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         "original": score(original_predictions(cfg, original, p), p.data, p.split),
         "unlearned": score(predict_all(unlearned, p.data, p.device, batch, p.autocast), p.data, p.split),
     }
+    if p.split.style is not None:
+        x_styled = p.split.style(p.data.x_test)  # the whole clean test set, stylized once for both models
+        for name, model in (("original", original.model), ("unlearned", unlearned)):
+            metrics[name].update(style_metrics(model, p, x_styled, metrics[name]["test_acc"], batch))
     params = [q.detach() for q in unlearned.parameters()]
     reference = [q.detach() for q in original.model.parameters()]
     certificate = {"param_dist": parameter_distance(params, reference), **report.certificate}

@@ -22,14 +22,29 @@ class ForgetSplit:
     retain_test: torch.Tensor
     description: str
     forgotten_classes: list[int]
+    # Set by specs that change the training data itself (forget=style): the original model is then
+    # trained on ``x_train``/``y_train`` instead of the dataset's tensors, and its cache key includes
+    # the forget section (see TRAINING_DATA_SPECS).
+    modifies_training_data: bool = False
+    x_train: torch.Tensor | None = None
+    y_train: torch.Tensor | None = None
+    style: Callable[[torch.Tensor], torch.Tensor] | None = None  # the transform, to build the stylized test set
+    relabel_to: int | None = None  # the label stylized training images carry, when relabelled
 
 
 ForgetSpec = Callable[[DictConfig, ImageData], ForgetSplit]
 FORGET_SPECS: Registry[ForgetSpec] = Registry("forget spec", "forget=<name>")
+# Names of specs whose split changes the training data, so the original model depends on them.
+TRAINING_DATA_SPECS: set[str] = set()
+
+
+def modifies_training_data(cfg: DictConfig) -> bool:
+    """Whether the forget spec ``cfg`` (the ``forget`` section) changes the data the original model trains on."""
+    return str(cfg.get("name")) in TRAINING_DATA_SPECS
 
 
 def make_forget_split(cfg: DictConfig, data: ImageData) -> ForgetSplit:
     return FORGET_SPECS.get(cfg.name)(cfg, data)
 
 
-from famr_cli.forget import by_class, by_sample  # noqa: E402,F401
+from famr_cli.forget import by_class, by_sample, style  # noqa: E402,F401
