@@ -19,8 +19,8 @@ import famr_cli
 from famr_cli.backbone import build_backbone
 from famr_cli.cache import CacheEntry, cache_key
 from famr_cli.dataset import ImageData, load_dataset
-from famr_cli.evaluate.metrics import accuracy, parameter_distance
-from famr_cli.evaluate.model_eval import Predictions, predict, predict_all, score
+from famr_cli.evaluate.metrics import parameter_distance
+from famr_cli.evaluate.model_eval import Predictions, predict, predict_all, score, style_scores
 from famr_cli.forget import ForgetSplit, make_forget_split, modifies_training_data
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
@@ -185,18 +185,6 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast)
 
 
-def style_metrics(model: nn.Module, p: Prepared, x_styled: torch.Tensor, clean_test_acc: float, batch_size: int) -> dict[str, float]:
-    """forget=style extras: accuracy on the stylized and the clean test set, and the attack success rate when relabelled."""
-    split = p.split
-    preds = predict(model, x_styled, p.data, p.device, batch_size, p.autocast)
-    extras = {"stylized_test_acc": accuracy(preds, p.data.y_test), "clean_test_acc": clean_test_acc}
-    if split.relabel_to is not None:
-        # Percent of stylized test images of other classes that the trigger flips to relabel_to.
-        others = p.data.y_test != split.relabel_to
-        extras["attack_success_rate"] = accuracy(preds[others], torch.full((int(others.sum()),), split.relabel_to, dtype=preds.dtype))
-    return extras
-
-
 FORGET_INDICES_FILE = "forget_indices.txt"
 
 
@@ -238,7 +226,8 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
     if p.split.style is not None:
         x_styled = p.split.style(p.data.x_test)  # the whole clean test set, stylized once for both models
         for name, model in (("original", original.model), ("unlearned", unlearned)):
-            metrics[name].update(style_metrics(model, p, x_styled, metrics[name]["test_acc"], batch))
+            preds = predict(model, x_styled, p.data, p.device, batch, p.autocast)
+            metrics[name].update(style_scores(preds, p.data.y_test, metrics[name]["test_acc"], p.split.relabel_to))
     params = [q.detach() for q in unlearned.parameters()]
     reference = [q.detach() for q in original.model.parameters()]
     certificate = {"param_dist": parameter_distance(params, reference), **report.certificate}

@@ -63,3 +63,14 @@ def evaluate_model(
     model: nn.Module, data: ImageData, split: ForgetSplit, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
 ) -> dict:
     return score(predict_all(model, data, device, batch_size, autocast), data, split)
+
+
+def style_scores(stylized_pred: torch.Tensor, y_test: torch.Tensor, clean_test_acc: float, relabel_to: int | None) -> dict:
+    """forget=style extras (DESIGN.md §3): accuracy on the stylized test set beside the clean one, and,
+    for a relabelling trigger, the attack success rate: the percent of stylized test images of other
+    classes that are predicted as ``relabel_to``."""
+    scores = {"stylized_test_acc": accuracy(stylized_pred, y_test), "clean_test_acc": clean_test_acc}
+    if relabel_to is not None:
+        others = y_test != relabel_to
+        scores["attack_success_rate"] = accuracy(stylized_pred[others], torch.full_like(y_test[others], relabel_to))
+    return scores
