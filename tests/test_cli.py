@@ -28,6 +28,7 @@ def test_info_and_cfg_job_work_outside_the_repo(tmp_path):
         ("method.loss=hinge", "Unknown FAMR loss 'hinge'"),
         ("train.epochs=0", "train.epochs must be at least 1"),
         ("device=cuda:7", "no CUDA device"),
+        ("method.trainable=[layer9]", "method.trainable names no parameters of this backbone: layer9"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_sentence_and_no_traceback(tmp_path, override, fragment):

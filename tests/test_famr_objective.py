@@ -154,3 +154,30 @@ def test_bf16_autocast_runs_on_cpu_and_keeps_fp32_weights():
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert report.certificate["anchored_param_dist"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def _changed(before: dict[str, torch.Tensor], model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def test_head_only_moves_the_classifier_head_alone():
+    data, split, model = _tiny_problem()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    report = _famr(head_only=True).unlearn(model, UnlearnContext(data, split, torch.device("cpu"), seed=0))
+    assert _changed(before, model) == {"4.weight", "4.bias"}
+    assert report.certificate["anchored_param_dist"] > 0
+    assert all(p.requires_grad for p in model.parameters())  # frozen only while unlearning
+
+
+def test_trainable_prefixes_limit_the_parameters_famr_moves():
+    data, split, model = _tiny_problem()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _famr(trainable=["0.", "4."]).unlearn(model, UnlearnContext(data, split, torch.device("cpu"), seed=0))
+    assert _changed(before, model) == {"0.weight", "0.bias", "4.weight", "4.bias"}
+
+
+def test_trainable_prefix_matching_no_parameter_is_rejected_before_training():
+    _, _, model = _tiny_problem()
+    with pytest.raises(FamrError, match=r"method\.trainable names no parameters of this backbone: layer4"):
+        _famr(trainable=["layer4"]).check_model(model)
+    _famr(trainable=["4."]).check_model(model)  # a prefix that exists passes

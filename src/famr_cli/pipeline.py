@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import famr_cli
 from famr_cli.backbone import build_backbone
+from famr_cli.batches import Augment
 from famr_cli.cache import CacheEntry, cache_key
 from famr_cli.dataset import ImageData, load_dataset
 from famr_cli.evaluate.metrics import parameter_distance
@@ -179,6 +180,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     validate_recipe(cfg.train)
     data = load_dataset(cfg.dataset, _cache_root(cfg))
     split = make_forget_split(cfg.forget, data)
+    # An untrained skeleton (no weight download) lets the method reject options this backbone cannot honour.
+    skeleton_cfg = OmegaConf.merge(cfg.backbone, {"pretrained": False})
+    method.check_model(build_backbone(skeleton_cfg, data.num_classes, data.in_chans, data.img_size))
     if split.modifies_training_data:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)
@@ -214,7 +218,8 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         p.device,
     )
     original = get_original_model(cfg, p.data, p.device, logger, p.show_progress, p.autocast)
-    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast)
+    augment = Augment(int(cfg.train.augment.crop_padding), bool(cfg.train.augment.hflip))
+    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, augment)
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
 
     eval_start = time.perf_counter()

@@ -1,7 +1,14 @@
-"""Unlearning methods: one module and one ``conf/method/<name>.yaml`` each, registered here."""
+"""Unlearning methods: one module and one ``conf/method/<name>.yaml`` each, registered here.
+
+Adding a method: write ``famr_cli/method/<name>.py`` with a class decorated by
+``@METHODS.register("<name>")`` and ``conf/method/<name>.yaml`` with ``name: <name>``. Every module
+in this package is imported at start-up, so nothing else needs editing.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +18,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from famr_cli.batches import Augment, StreamedBatches, TensorBatches, make_batches
 from famr_cli.dataset import ImageData
 from famr_cli.forget import ForgetSplit
 from famr_cli.registry import Registry
@@ -29,6 +37,35 @@ class UnlearnContext:
     log_metrics: Callable[[dict[str, float]], None] = lambda metrics: None
     # Forward-pass autocast dtype (bf16 on CUDA by default), None for fp32.
     autocast: torch.dtype | None = None
+    # The training recipe's augmentation, for methods that train on D_r as the original did.
+    augment: Augment | None = None
+
+    def batches(
+        self,
+        indices: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        augment: bool = False,
+        labels: torch.Tensor | None = None,
+    ) -> TensorBatches | StreamedBatches:
+        """Training-set rows ``indices`` in mini-batches on the device, seeded by ``seed``.
+
+        ``augment`` applies the training recipe's augmentation; ``labels`` (one per training
+        sample, e.g. random relabels) replaces the true labels.
+        """
+        return make_batches(
+            self.data,
+            self.data.x_train,
+            self.data.y_train if labels is None else labels,
+            batch_size=batch_size,
+            device=self.device,
+            shuffle=shuffle,
+            augment=self.augment if augment else None,
+            seed=self.seed,
+            train=True,
+            indices=indices,
+        )
 
 
 @dataclass
@@ -48,6 +85,9 @@ class UnlearningMethod(ABC):
     def validate(self) -> None:
         """Raise :class:`FamrError` for bad options, before any training starts."""
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`FamrError` for options the backbone cannot honour (called on an untrained copy)."""
+
     @abstractmethod
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         """Edit ``model`` (a copy of the original) in place so that it forgets ``ctx.split``."""
@@ -60,4 +100,9 @@ def build_method(cfg: DictConfig) -> UnlearningMethod:
     return METHODS.get(cfg.name)(cfg)
 
 
-from famr_cli.method import famr  # noqa: E402,F401
+def _import_all_methods() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_all_methods()

@@ -15,7 +15,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from famr_cli.backbone import classifier_parameter_names
-from famr_cli.batches import make_batches
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
@@ -88,31 +87,46 @@ class FAMR(UnlearningMethod):
         if c.anchor not in self.ANCHORS:
             raise FamrError(f"Unknown method.anchor '{c.anchor}': use one of {', '.join(self.ANCHORS)}.")
 
+    def check_model(self, model: nn.Module) -> None:
+        prefixes = self.cfg.get("trainable")
+        if not prefixes or self.cfg.get("head_only", False):
+            return
+        names = [n for n, _ in model.named_parameters()]
+        unmatched = [str(prefix) for prefix in prefixes if not any(n.startswith(str(prefix)) for n in names)]
+        if unmatched:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise FamrError(
+                f"method.trainable names no parameters of this backbone: {', '.join(unmatched)}; "
+                f"use parameter-name prefixes such as {', '.join(tops)}."
+            )
+
+    def _trainable(self, model: nn.Module) -> list[nn.Parameter]:
+        # head_only (ours, beyond the paper): the backbone's features stay fixed and only the
+        # classifier head moves, so retained classes lose only what the head shares with D_f.
+        if self.cfg.get("head_only", False):
+            head = classifier_parameter_names(model)
+            return [p for n, p in model.named_parameters() if p.requires_grad and n in head]
+        prefixes = self.cfg.get("trainable")
+        if prefixes:
+            return [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(tuple(str(q) for q in prefixes))]
+        return [p for p in model.parameters() if p.requires_grad]
+
     def _anchored(self, model: nn.Module) -> list[nn.Parameter]:
+        trainable = {id(p) for p in self._trainable(model)}
         if self.cfg.anchor == "all":
-            return [p for p in model.parameters() if p.requires_grad]
+            return [p for p in model.parameters() if id(p) in trainable]
         head = classifier_parameter_names(model)
         want_head = self.cfg.anchor == "head"
-        return [p for n, p in model.named_parameters() if p.requires_grad and (n in head) == want_head]
+        return [p for n, p in model.named_parameters() if id(p) in trainable and (n in head) == want_head]
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         c = self.cfg
         lam = float(c.lam)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = self._trainable(model)
         anchored = self._anchored(model)
         theta0 = [p.detach().clone() for p in anchored]
         forget = ctx.split.forget_train
-        batches = make_batches(
-            ctx.data,
-            ctx.data.x_train,
-            ctx.data.y_train,
-            batch_size=int(c.batch_size),
-            device=ctx.device,
-            shuffle=True,
-            seed=ctx.seed,
-            train=True,
-            indices=forget,
-        )
+        batches = ctx.batches(forget, int(c.batch_size))
         optimizer = build_optimizer(
             params, c.optimizer, float(c.lr), key="method", momentum=float(c.momentum), weight_decay=float(c.weight_decay)
         )
@@ -137,18 +151,29 @@ class FAMR(UnlearningMethod):
                 }
             )
 
-        result = run_loop(
-            model,
-            batches,
-            objective,
-            optimizer,
-            epochs=int(c.epochs),
-            hooks=LoopHooks(after_backward=lambda: add_anchor_grad_(anchored, theta0, lam), on_epoch_end=on_epoch_end, set_mode=set_mode),
-            desc="FAMR",
-            show_progress=ctx.show_progress,
-            divergence_hint="lower method.lr or raise method.lam",
-            autocast=ctx.autocast,
-        )
+        # Parameters FAMR may not move get no gradient at all, so head_only skips the backbone's backward.
+        moving = {id(p) for p in params}
+        frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in moving]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            result = run_loop(
+                model,
+                batches,
+                objective,
+                optimizer,
+                epochs=int(c.epochs),
+                hooks=LoopHooks(
+                    after_backward=lambda: add_anchor_grad_(anchored, theta0, lam), on_epoch_end=on_epoch_end, set_mode=set_mode
+                ),
+                desc="FAMR",
+                show_progress=ctx.show_progress,
+                divergence_hint="lower method.lr or raise method.lam",
+                autocast=ctx.autocast,
+            )
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
         return UnlearnReport(
             epoch_losses=result.epoch_losses,
             certificate={"anchored_param_dist": parameter_distance([p.detach() for p in anchored], theta0), "steps": result.steps},
