@@ -16,9 +16,17 @@ from famr_cli.cli import CONFIG_DIR
 FAMR_RUN = str(Path(sys.executable).with_name("famr-run"))
 
 
+def _without_reference_by_default(overrides: list[str]) -> list[str]:
+    """Most tests exercise one stage and would pay a second training for the retrain reference;
+    tests/test_reference.py and the quickstart runs ask for it explicitly."""
+    if any(o.startswith(("evaluate.reference=", "evaluate=")) for o in overrides):
+        return overrides
+    return [*overrides, "evaluate.reference=none"]
+
+
 def compose_config(overrides: list[str] | None = None):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides or [])
+        return compose(config_name="config", overrides=_without_reference_by_default(overrides or []))
 
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -29,6 +37,7 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = FAMR_RUN) -> subprocess.CompletedProcess:
+    args = _without_reference_by_default(args)
     return subprocess.run([exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600)
 
 
@@ -42,7 +51,7 @@ def quickstart_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quickstart")
     runs = []
     for name in ("first", "second"):
-        proc = run_cli([f"hydra.run.dir={tmp / name}"], cwd=tmp)
+        proc = run_cli([f"hydra.run.dir={tmp / name}", "evaluate.reference=retrain"], cwd=tmp)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append((proc, read_results(tmp / name)))
     yield runs

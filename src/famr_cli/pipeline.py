@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import platform
 import time
@@ -20,8 +21,10 @@ from famr_cli.backbone import build_backbone
 from famr_cli.batches import Augment
 from famr_cli.cache import CacheEntry, cache_key
 from famr_cli.dataset import ImageData, load_dataset
+from famr_cli.errors import DivergedError
 from famr_cli.evaluate.metrics import parameter_distance
-from famr_cli.evaluate.model_eval import Predictions, predict, predict_all, score, style_scores
+from famr_cli.evaluate.model_eval import Predictions, predict_all
+from famr_cli.evaluate.report import EvalSettings, compare_to_reference, evaluate_model_scores
 from famr_cli.forget import ForgetSplit, make_forget_split, modifies_training_data
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
@@ -33,12 +36,17 @@ log = logging.getLogger("famr")
 
 
 @dataclass
-class OriginalModel:
+class TrainedModel:
+    """A model trained with the ``train`` recipe (the original, or the retrain reference), maybe from the cache."""
+
     model: nn.Module
     key: str
     hit: bool
     seconds: float  # spent obtaining it in this run (training, or loading on a cache hit)
     recorded_train_s: float  # how long its training took when it was first trained
+
+
+OriginalModel = TrainedModel  # the name earlier code and tests use
 
 
 def _section(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -73,6 +81,62 @@ def build_model(cfg: DictConfig, data: ImageData, device: torch.device) -> nn.Mo
     return model
 
 
+def retrain_inputs(cfg: DictConfig, split: ForgetSplit) -> dict[str, Any]:
+    """The original model's inputs plus D_f itself: the retrain reference depends on which samples left.
+
+    The forget set is hashed by its indices rather than by the ``forget`` section, so two specs that
+    pick the same samples (e.g. a seed and the index file it produced) share one reference.
+    """
+    digest = hashlib.sha256(split.forget_train.to(torch.int64).numpy().tobytes()).hexdigest()
+    return {**_model_inputs(cfg), "retrain_without": {"num_forget": len(split.forget_train), "indices_sha256": digest}}
+
+
+def get_trained_model(
+    cfg: DictConfig,
+    data: ImageData,
+    device: torch.device,
+    logger: ExperimentLogger,
+    *,
+    kind: str,
+    inputs: dict[str, Any],
+    indices: torch.Tensor | None,
+    show_progress: bool = False,
+    autocast: torch.dtype | None = None,
+) -> TrainedModel:
+    """The model the ``train`` recipe gives on the training rows ``indices`` (all when None), trained once.
+
+    ``kind`` names the cache folder and the log lines ("original", "retrain"); ``inputs`` is everything
+    that determines the model, hashed into its cache key.
+    """
+    start = time.perf_counter()
+    key = cache_key(inputs)
+    entry = CacheEntry(root=_cache_root(cfg), kind=kind, key=key)
+    model = build_model(cfg, data, device)  # same seed as the original: same initial weights
+    meta = entry.load(model, device)
+    if meta is not None:
+        log.info(
+            "%s model loaded from cache %s (trained earlier in %.1f s); no training needed.", kind.capitalize(), entry.path, meta["train_s"]
+        )
+        return TrainedModel(model, key, True, time.perf_counter() - start, float(meta["train_s"]))
+
+    epochs = int(cfg.train.epochs)
+    samples = len(data.y_train) if indices is None else len(indices)
+    log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
+
+    def on_epoch_end(epoch: int, loss: float) -> None:
+        log.info("%s model: epoch %d/%d, loss %.4f, %.0f s elapsed", kind, epoch + 1, epochs, loss, time.perf_counter() - start)
+        prefix = "train" if kind == "original" else kind  # the original's curves keep their published names
+        logger.log({f"{prefix}/epoch": epoch + 1, f"{prefix}/loss": loss})
+
+    fit_classifier(
+        model, data, indices, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc=kind, autocast=autocast
+    )
+    train_s = time.perf_counter() - start
+    entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions()})
+    log.info("%s model trained in %.1f s and cached at %s.", kind.capitalize(), train_s, entry.path)
+    return TrainedModel(model, key, False, train_s, train_s)
+
+
 def get_original_model(
     cfg: DictConfig,
     data: ImageData,
@@ -80,55 +144,69 @@ def get_original_model(
     logger: ExperimentLogger,
     show_progress: bool,
     autocast: torch.dtype | None = None,
-) -> OriginalModel:
-    start = time.perf_counter()
-    key = original_cache_key(cfg)
-    entry = CacheEntry(root=_cache_root(cfg), kind="original", key=key)
-    model = build_model(cfg, data, device)
-    meta = entry.load(model, device)
-    if meta is not None:
-        log.info("Original model loaded from cache %s (trained earlier in %.1f s); no training needed.", entry.path, meta["train_s"])
-        return OriginalModel(model, key, True, time.perf_counter() - start, float(meta["train_s"]))
-
-    log.info("No cached original model for key %s; training it (%s epochs).", key, cfg.train.epochs)
-
-    epochs = int(cfg.train.epochs)
-
-    def on_epoch_end(epoch: int, loss: float) -> None:
-        log.info("original model: epoch %d/%d, loss %.4f, %.0f s elapsed", epoch + 1, epochs, loss, time.perf_counter() - start)
-        logger.log({"train/epoch": epoch + 1, "train/loss": loss})
-
-    fit_classifier(
-        model, data, None, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc="original", autocast=autocast
+) -> TrainedModel:
+    return get_trained_model(
+        cfg, data, device, logger, kind="original", inputs=_model_inputs(cfg), indices=None, show_progress=show_progress, autocast=autocast
     )
-    train_s = time.perf_counter() - start
-    entry.save(
-        model,
-        {
-            "train_s": train_s,
-            "inputs": _model_inputs(cfg),
-            "versions": versions(),
-        },
+
+
+def get_retrain_model(cfg: DictConfig, p: Prepared, logger: ExperimentLogger) -> TrainedModel:
+    """Retrain, the gold standard: the same recipe and seed on D_r = D \\ D_f, trained once per forget set."""
+    return get_trained_model(
+        cfg,
+        p.data,
+        p.device,
+        logger,
+        kind="retrain",
+        inputs=retrain_inputs(cfg, p.split),
+        indices=p.split.retain_train,
+        show_progress=p.show_progress,
+        autocast=p.autocast,
     )
-    log.info("Original model trained in %.1f s and cached at %s.", train_s, entry.path)
-    return OriginalModel(model, key, False, train_s, train_s)
 
 
-def original_predictions(cfg: DictConfig, original: OriginalModel, p: Prepared) -> Predictions:
-    """The original model's predictions on every image, computed once per model and cached beside it.
+# Bump when what a cached evaluation holds changes (2: softmax probabilities and the model's scores).
+EVALUATION_FORMAT = 2
 
-    Every forget spec and sweep job scores the same original model, so this saves one full
-    evaluation pass per job.
+
+@dataclass
+class Evaluation:
+    preds: Predictions
+    scores: dict[str, Any]
+
+
+def evaluate(model: nn.Module, p: Prepared, name: str = "unlearned") -> Evaluation:
+    preds = predict_all(model, p.data, p.device, p.eval.batch_size, p.autocast)
+    if not (torch.isfinite(preds.train_probs).all() and torch.isfinite(preds.test_probs).all()):
+        # Finite weights can still overflow in the forward pass (e.g. after a gradient-ascent blow-up).
+        raise DivergedError(f"The {name} model's outputs are not finite (NaN or inf); lower method.lr or use fewer epochs.")
+    return Evaluation(preds, evaluate_model_scores(model, preds, p.data, p.split, p.device, p.eval))
+
+
+def cached_evaluation(cfg: DictConfig, trained: TrainedModel, p: Prepared, kind: str) -> Evaluation:
+    """A cached model's predictions and scores, computed once per model and forget set and saved beside it.
+
+    Every sweep job scores the same original and retrain models, so this saves their evaluation
+    passes (and membership-inference fits) in every job after the first.
     """
+    digest = retrain_inputs(cfg, p.split)["retrain_without"]  # the forget set decides the forget/retain scores
     precision = "fp32" if p.autocast is None else str(p.autocast).removeprefix("torch.")
-    entry = CacheEntry(root=_cache_root(cfg), kind="original-predictions", key=cache_key({"model": original.key, "precision": precision}))
+    inputs = {"model": trained.key, "forget": digest, "precision": precision, "eval": p.eval.cache_inputs(), "format": EVALUATION_FORMAT}
+    entry = CacheEntry(root=_cache_root(cfg), kind=f"{kind}-evaluation", key=cache_key(inputs))
     loaded = entry.load_tensors()
     if loaded is not None:
-        tensors, _ = loaded
-        return Predictions(train=tensors["train"], test=tensors["test"])
-    preds = predict_all(original.model, p.data, p.device, int(cfg.eval_batch_size), p.autocast)
-    entry.save_tensors({"train": preds.train, "test": preds.test}, {"model_key": original.key, "precision": precision})
-    return preds
+        tensors, meta = loaded
+        return Evaluation(Predictions.from_probs(tensors["train_probs"], tensors["test_probs"]), meta["scores"])
+    result = evaluate(trained.model, p, kind)
+    entry.save_tensors(
+        {"train_probs": result.preds.train_probs, "test_probs": result.preds.test_probs},
+        {"model_key": trained.key, "inputs": inputs, "scores": result.scores},
+    )
+    return result
+
+
+def original_predictions(cfg: DictConfig, original: TrainedModel, p: Prepared) -> Predictions:
+    return cached_evaluation(cfg, original, p, "original").preds
 
 
 def _cache_root(cfg: DictConfig) -> Path:
@@ -170,6 +248,7 @@ class Prepared:
     split: ForgetSplit
     show_progress: bool
     autocast: torch.dtype | None
+    eval: EvalSettings
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -177,6 +256,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     device = resolve_device(str(cfg.device))
     autocast = autocast_dtype(str(cfg.precision), device)
     method = build_method(cfg.method)
+    settings = EvalSettings.from_config(cfg, autocast)
     validate_recipe(cfg.train)
     data = load_dataset(cfg.dataset, _cache_root(cfg))
     split = make_forget_split(cfg.forget, data)
@@ -186,7 +266,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     if split.modifies_training_data:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)
-    return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast)
+    return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast, settings)
 
 
 FORGET_INDICES_FILE = "forget_indices.txt"
@@ -218,25 +298,41 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         p.device,
     )
     original = get_original_model(cfg, p.data, p.device, logger, p.show_progress, p.autocast)
+    retrain: TrainedModel | None = None
+
+    def retrain_reference() -> tuple[nn.Module, float]:
+        nonlocal retrain
+        if retrain is None:
+            retrain = get_retrain_model(cfg, p, logger)
+        return retrain.model, retrain.recorded_train_s
+
+    if p.eval.reference == "retrain":
+        retrain_reference()  # trained (or loaded) before unlearning starts, so it never counts in RTE
     augment = Augment(int(cfg.train.augment.crop_padding), bool(cfg.train.augment.hflip))
-    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, augment)
+    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, augment, retrain_reference)
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
+    if report.recorded_s is not None:
+        unlearn_s = report.recorded_s
 
     eval_start = time.perf_counter()
-    batch = int(cfg.eval_batch_size)
-    metrics = {
-        "original": score(original_predictions(cfg, original, p), p.data, p.split),
-        "unlearned": score(predict_all(unlearned, p.data, p.device, batch, p.autocast), p.data, p.split),
-    }
-    if p.split.style is not None:
-        x_styled = p.split.style(p.data.x_test)  # the whole clean test set, stylized once for both models
-        for name, model in (("original", original.model), ("unlearned", unlearned)):
-            preds = predict(model, x_styled, p.data, p.device, batch, p.autocast)
-            metrics[name].update(style_scores(preds, p.data.y_test, metrics[name]["test_acc"], p.split.relabel_to))
+    evaluations = {"original": cached_evaluation(cfg, original, p, "original"), "unlearned": evaluate(unlearned, p)}
+    if retrain is not None:
+        evaluations["retrain"] = cached_evaluation(cfg, retrain, p, "retrain")
+    metrics = {name: e.scores for name, e in evaluations.items()}
+    gaps: dict[str, Any] = {}
+    if "retrain" in evaluations:
+        reference = evaluations["retrain"]
+        gaps = compare_to_reference(
+            metrics["unlearned"], evaluations["unlearned"].preds, reference.scores, reference.preds, p.split, p.eval
+        )
     params = [q.detach() for q in unlearned.parameters()]
-    reference = [q.detach() for q in original.model.parameters()]
-    certificate = {"param_dist": parameter_distance(params, reference), **report.certificate}
+    theta0 = [q.detach() for q in original.model.parameters()]
+    certificate = {"param_dist": parameter_distance(params, theta0), **report.certificate}
     eval_s = time.perf_counter() - eval_start
+    retrain_s = None if retrain is None else retrain.recorded_train_s
+    cache_info: dict[str, Any] = {"original": {"key": original.key, "hit": original.hit}}
+    if retrain is not None:
+        cache_info["retrain"] = {"key": retrain.key, "hit": retrain.hit}
 
     return {
         "status": "ok",
@@ -251,17 +347,18 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         },
         "forget": forget_info,
         "metrics": metrics,
-        "gaps": {},
+        "gaps": gaps,
         "timing": {
             "train_s": original.seconds,
             "original_train_s": original.recorded_train_s,
             "unlearn_s": unlearn_s,
-            "retrain_s": None,
+            "retrain_s": retrain_s,
+            "rte_frac_of_retrain": None if not retrain_s else unlearn_s / retrain_s,
             "eval_s": eval_s,
         },
         "certificate": certificate,
         "curves": {"unlearn_epoch_loss": report.epoch_losses},
-        "cache": {"original": {"key": original.key, "hit": original.hit}},
+        "cache": cache_info,
         "versions": versions(),
         "device": str(p.device),
     }

@@ -37,11 +37,17 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
 
 
 ROWS = [
-    ("test acc", "test_acc"),
-    ("forget-test acc", "forget_test_acc"),
-    ("retain-test acc", "retain_test_acc"),
-    ("forget-train acc", "forget_train_acc"),
-    ("retain-train acc", "retain_train_acc"),
+    ("test acc", "test_acc", None),
+    ("forget-test acc", "forget_test_acc", None),
+    ("retain-test acc", "retain_test_acc", None),
+    ("forget-train acc", "forget_train_acc", None),
+    ("retain-train acc", "retain_train_acc", None),
+    ("stylized test acc", "stylized_test_acc", None),
+    ("attack success", "attack_success_rate", None),
+    ("UA", "UA", "UA"),
+    ("RA", "RA", "RA"),
+    ("TA", "TA", "TA"),
+    ("MIA-Efficacy", "mia_efficacy", "MIA"),
 ]
 
 
@@ -50,15 +56,30 @@ def _fmt(value: Any) -> str:
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    metrics = results["metrics"]
+    """Original, unlearned and (when evaluated) Retrain side by side, with |unlearned − Retrain| per metric."""
+    metrics, gaps = results["metrics"], results.get("gaps") or {}
     columns = [name for name in ("original", "unlearned", "retrain") if name in metrics]
-    lines = [f"{'metric (%)':<18}" + "".join(f"{c:>11}" for c in columns)]
-    for label, key in ROWS:
-        lines.append(f"{label:<18}" + "".join(f"{_fmt(metrics[c].get(key)):>11}" for c in columns))
+    header = f"{'metric (%)':<18}" + "".join(f"{c:>11}" for c in columns) + (f"{'gap':>9}" if gaps else "")
+    lines = [header]
+    for label, key, gap_key in ROWS:
+        if not any(key in metrics[c] for c in columns):
+            continue
+        row = f"{label:<18}" + "".join(f"{_fmt(metrics[c].get(key)):>11}" for c in columns)
+        if gaps:
+            row += f"{_fmt(gaps.get(gap_key)) if gap_key else '':>9}"
+        lines.append(row)
     timing, cache = results["timing"], results["cache"]["original"]
     origin = "loaded from cache" if cache["hit"] else f"trained in {timing['train_s']:.1f} s"
     lines.append(
         f"unlearn time {timing['unlearn_s']:.2f} s | ||theta-theta0||_2 {results['certificate']['param_dist']:.4f} | "
         f"original model {origin} (key {cache['key']})"
     )
+    if gaps:
+        frac = timing.get("rte_frac_of_retrain")
+        share = f" ({100 * frac:.1f} % of Retrain's {timing['retrain_s']:.1f} s)" if frac is not None else ""
+        lines.append(
+            f"Avg. Gap to Retrain {_fmt(gaps.get('avg_gap'))} over {', '.join(gaps.get('avg_gap_over', []))} | "
+            f"JS to Retrain: D_f {gaps.get('js_forget', float('nan')):.4f}, test {gaps.get('js_test', float('nan')):.4f} | "
+            f"RTE {timing['unlearn_s']:.2f} s{share}"
+        )
     return "\n".join(lines)

@@ -16,33 +16,50 @@ from famr_cli.forget import ForgetSplit
 
 @dataclass
 class Predictions:
-    """Arg-max class of every training and test image: all a split's accuracies derive from these."""
+    """Arg-max class of every training and test image: all a split's accuracies derive from these.
+
+    The softmax probabilities, when kept, feed the metrics that need more than the arg-max
+    (membership inference, divergence to the retrained model).
+    """
 
     train: torch.Tensor
     test: torch.Tensor
+    train_probs: torch.Tensor | None = None
+    test_probs: torch.Tensor | None = None
+
+    @classmethod
+    def from_probs(cls, train_probs: torch.Tensor, test_probs: torch.Tensor) -> Predictions:
+        return cls(train_probs.argmax(dim=1), test_probs.argmax(dim=1), train_probs, test_probs)
 
 
 @torch.no_grad()
-def predict(
+def predict_proba(
     model: nn.Module, x: torch.Tensor, data: ImageData, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Arg-max predictions for uint8 images ``x``, batched with no per-sample Python work."""
+    """Softmax probabilities (fp32, on the CPU) for uint8 images ``x``, batched with no per-sample Python work."""
     was_training = model.training
     model.eval()
     batches = make_batches(data, x, torch.zeros(len(x), dtype=torch.long), batch_size=batch_size, device=device, train=False)
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
     with amp:
-        preds = torch.cat([model(xb).argmax(dim=1) for xb, _ in batches]).cpu()
+        probs = torch.cat([torch.softmax(model(xb).float(), dim=1) for xb, _ in batches]).cpu()
     model.train(was_training)
-    return preds
+    return probs
+
+
+def predict(
+    model: nn.Module, x: torch.Tensor, data: ImageData, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
+) -> torch.Tensor:
+    """Arg-max predictions for uint8 images ``x``."""
+    return predict_proba(model, x, data, device, batch_size, autocast).argmax(dim=1)
 
 
 def predict_all(
     model: nn.Module, data: ImageData, device: torch.device, batch_size: int, autocast: torch.dtype | None = None
 ) -> Predictions:
-    return Predictions(
-        train=predict(model, data.x_train, data, device, batch_size, autocast),
-        test=predict(model, data.x_test, data, device, batch_size, autocast),
+    return Predictions.from_probs(
+        predict_proba(model, data.x_train, data, device, batch_size, autocast),
+        predict_proba(model, data.x_test, data, device, batch_size, autocast),
     )
 
 

@@ -39,6 +39,9 @@ class UnlearnContext:
     autocast: torch.dtype | None = None
     # The training recipe's augmentation, for methods that train on D_r as the original did.
     augment: Augment | None = None
+    # The retrained gold standard (trained once, cached) and the seconds its training took, for
+    # method=retrain; None when unavailable.
+    retrain_reference: Callable[[], tuple[nn.Module, float]] | None = None
 
     def batches(
         self,
@@ -75,6 +78,9 @@ class UnlearnReport:
     epoch_losses: list[float] = field(default_factory=list)
     # Method-specific figures that belong in results.json's ``certificate`` section.
     certificate: dict[str, Any] = field(default_factory=dict)
+    # The method's real cost when it was paid earlier (Retrain served from the cache): reported as
+    # its unlearning time instead of the wall time of this call.
+    recorded_s: float | None = None
 
 
 class UnlearningMethod(ABC):

@@ -1,0 +1,118 @@
+"""The one evaluation every model goes through (original, unlearned, retrain), and the comparison to Retrain.
+
+DESIGN.md §5: accuracies on the forget/retain parts, UA/RA/TA, MIA-Efficacy, the style extras for
+forget=style; then Avg. Gap and JS divergence between a method and the retrained gold standard.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from famr_cli.dataset import ImageData
+from famr_cli.errors import FamrError
+from famr_cli.evaluate.model_eval import Predictions, predict, score, style_scores
+from famr_cli.evaluate.unlearning_metrics import avg_gap, js_divergence, mia_efficacy, unlearning_scores
+from famr_cli.forget import ForgetSplit
+
+log = logging.getLogger("famr")
+
+REFERENCES = ("retrain", "none")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The ``evaluate`` config section, validated."""
+
+    reference: str = "retrain"
+    mia: bool = True
+    mia_max_shadow: int = 5000
+    batch_size: int = 1024
+    autocast: torch.dtype | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, autocast: torch.dtype | None) -> EvalSettings:
+        section = cfg.evaluate
+        if section.reference not in REFERENCES:
+            raise FamrError(f"Unknown evaluate.reference '{section.reference}': use retrain (train the gold standard once) or none.")
+        if int(section.mia_max_shadow) < 1:
+            raise FamrError(f"evaluate.mia_max_shadow must be at least 1 (got {section.mia_max_shadow}); try 5000.")
+        if int(cfg.eval_batch_size) < 1:
+            raise FamrError(f"eval_batch_size must be at least 1 (got {cfg.eval_batch_size}).")
+        return cls(
+            str(section.reference), bool(section.mia), int(section.mia_max_shadow), int(cfg.eval_batch_size), autocast, int(cfg.seed)
+        )
+
+    def cache_inputs(self) -> dict[str, Any]:
+        """What changes a cached model's scores (not the reference choice: scores never depend on it)."""
+        return {"mia": self.mia, "mia_max_shadow": self.mia_max_shadow, "seed": self.seed}
+
+
+def membership_attack(preds: Predictions, data: ImageData, split: ForgetSplit, settings: EvalSettings) -> dict[str, float]:
+    """MIA-Efficacy (SalUn's recipe): shadow members are the first N_test retained training samples,
+    shadow non-members the test samples outside the forgotten classes; the targets are D_f."""
+    if preds.train_probs is None or preds.test_probs is None:
+        raise ValueError("membership_attack needs softmax probabilities (Predictions.from_probs)")
+    nonmembers = split.retain_test
+    members = split.retain_train[: len(nonmembers)]
+    forget = split.forget_train
+    return mia_efficacy(
+        preds.train_probs[members],
+        data.y_train[members],
+        preds.test_probs[nonmembers],
+        data.y_test[nonmembers],
+        preds.train_probs[forget],
+        data.y_train[forget],
+        max_shadow=settings.mia_max_shadow,
+        seed=settings.seed,
+    )
+
+
+def evaluate_model_scores(
+    model: nn.Module, preds: Predictions, data: ImageData, split: ForgetSplit, device: torch.device, settings: EvalSettings
+) -> dict[str, Any]:
+    """Every figure DESIGN.md §5/§7 asks of one model, from its predictions (and the model itself for
+    the stylized test set)."""
+    scores: dict[str, Any] = score(preds, data, split)
+    # TA is the retained-class test accuracy: for sample and style specs retain_test is the whole (clean) test set.
+    scores.update(unlearning_scores(scores["forget_train_acc"], scores["retain_train_acc"], scores["retain_test_acc"]))
+    if settings.mia:
+        attack = membership_attack(preds, data, split, settings)
+        scores["mia_efficacy"] = attack["mia_efficacy"]
+        scores["mia"] = {k: v for k, v in attack.items() if k != "mia_efficacy"}
+    if split.style is not None:
+        stylized = predict(model, split.style(data.x_test), data, device, settings.batch_size, settings.autocast)
+        scores.update(style_scores(stylized, data.y_test, scores["test_acc"], split.relabel_to))
+    return scores
+
+
+def gap_keys(settings: EvalSettings) -> tuple[str, ...]:
+    return ("UA", "RA", "TA", "MIA") if settings.mia else ("UA", "RA", "TA")
+
+
+def compare_to_reference(
+    method_scores: dict[str, Any],
+    method_preds: Predictions,
+    reference_scores: dict[str, Any],
+    reference_preds: Predictions,
+    split: ForgetSplit,
+    settings: EvalSettings,
+) -> dict[str, Any]:
+    """|method − Retrain| per metric, their mean (Avg. Gap), and the JS divergence of the two models'
+    outputs on D_f and on the test set."""
+
+    def figures(scores: dict[str, Any]) -> dict[str, Any]:
+        return {"UA": scores["UA"], "RA": scores["RA"], "TA": scores["TA"], "MIA": scores.get("mia_efficacy")}
+
+    gaps: dict[str, Any] = avg_gap(figures(method_scores), figures(reference_scores), keys=gap_keys(settings))
+    gaps["avg_gap_over"] = list(gap_keys(settings))
+    forget = split.forget_train
+    gaps["js_forget"] = js_divergence(method_preds.train_probs[forget], reference_preds.train_probs[forget])
+    gaps["js_test"] = js_divergence(method_preds.test_probs, reference_preds.test_probs)
+    return gaps

@@ -1,0 +1,149 @@
+"""SCRUB: a student moves away from its frozen teacher on D_f and stays close to it on D_r.
+
+Kurmanji, Triantafillou, Hayes & Triantafillou, "Towards Unbounded Machine Unlearning", NeurIPS 2023.
+
+The teacher is a frozen copy of the original model; the student is the model being unlearned.
+Each epoch e runs, when e < ``max_steps``, one "max-step" pass over D_f that maximises
+KL(teacher || student) (trained as minimising its negative), then one "min-step" pass over D_r
+minimising alpha * KL(teacher || student) + gamma * CE. The KL is the temperature-T distillation
+loss of the authors' code (DistillKL): KL(softmax(t/T) || softmax(s/T)) * T^2.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from famr_cli.errors import FamrError
+from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
+from famr_cli.train.loop import Objective, run_loop
+from famr_cli.train.optim import OPTIMIZERS, build_optimizer
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Batch-mean KL(softmax(teacher/T) || softmax(student/T)), times T^2 to keep gradient scale T-free."""
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def frozen_teacher(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def max_step_objective(teacher: nn.Module, temperature: float) -> Objective:
+    """-KL(teacher || student) on D_f: minimising it pushes the student away from the teacher."""
+
+    def objective(student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        return -distill_kl(student(x), teacher_logits, temperature)
+
+    return objective
+
+
+def min_step_objective(teacher: nn.Module, temperature: float, alpha: float, gamma: float) -> Objective:
+    """alpha * KL(teacher || student) + gamma * CE on D_r: keep what the teacher knows about D_r."""
+
+    def objective(student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        logits = student(x)
+        return alpha * distill_kl(logits, teacher_logits, temperature) + gamma * F.cross_entropy(logits.float(), y)
+
+    return objective
+
+
+@METHODS.register("scrub")
+class SCRUB(UnlearningMethod):
+    def validate(self) -> None:
+        c = self.cfg
+        if c.lr <= 0:
+            raise FamrError(f"method.lr must be positive (got {c.lr}); try method.lr=5e-4.")
+        if c.optimizer not in OPTIMIZERS:
+            raise FamrError(f"Unknown optimizer '{c.optimizer}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
+        if c.momentum < 0:
+            raise FamrError(f"method.momentum must be >= 0 (got {c.momentum}); try method.momentum=0.9.")
+        if c.weight_decay < 0:
+            raise FamrError(f"method.weight_decay must be >= 0 (got {c.weight_decay}); try method.weight_decay=5e-4.")
+        if int(c.epochs) < 1:
+            raise FamrError(f"method.epochs must be at least 1 (got {c.epochs}).")
+        if int(c.max_steps) < 0:
+            raise FamrError(f"method.max_steps must be >= 0 (got {c.max_steps}); it counts the epochs that include a pass over D_f.")
+        if c.alpha < 0:
+            raise FamrError(f"method.alpha must be >= 0 (got {c.alpha}); try method.alpha=0.001.")
+        if c.gamma < 0:
+            raise FamrError(f"method.gamma must be >= 0 (got {c.gamma}); try method.gamma=0.99.")
+        if c.alpha + c.gamma == 0:
+            raise FamrError(
+                "method.alpha and method.gamma are both 0, which leaves the pass over D_r nothing to keep; try method.gamma=0.99."
+            )
+        if c.temperature <= 0:
+            raise FamrError(f"method.temperature must be positive (got {c.temperature}); try method.temperature=4.")
+        if int(c.batch_size) < 1:
+            raise FamrError(f"method.batch_size must be at least 1 (got {c.batch_size}).")
+        if int(c.forget_batch_size) < 1:
+            raise FamrError(f"method.forget_batch_size must be at least 1 (got {c.forget_batch_size}).")
+
+    def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
+        c = self.cfg
+        temperature = float(c.temperature)
+        teacher = frozen_teacher(model)
+        augment = bool(c.augment)
+        forget_batches = ctx.batches(ctx.split.forget_train, int(c.forget_batch_size), augment=augment)
+        retain_batches = ctx.batches(ctx.split.retain_train, int(c.batch_size), augment=augment)
+        # One optimizer for both passes, as in the authors' code: momentum carries across them.
+        optimizer = build_optimizer(
+            [p for p in model.parameters() if p.requires_grad],
+            c.optimizer,
+            float(c.lr),
+            key="method",
+            momentum=float(c.momentum),
+            weight_decay=float(c.weight_decay),
+        )
+        forget_objective = max_step_objective(teacher, temperature)
+        retain_objective = min_step_objective(teacher, temperature, float(c.alpha), float(c.gamma))
+        epochs, max_steps = int(c.epochs), int(c.max_steps)
+        hint = "lower method.lr or method.max_steps"
+        forget_kl: list[float] = []
+        retain_losses: list[float] = []
+        steps = 0
+        for epoch in range(epochs):
+            metrics: dict[str, float] = {"unlearn/epoch": epoch + 1}
+            if epoch < max_steps:
+                # The max-step's loss is -KL; report the KL itself, the quantity that grows.
+                result = run_loop(
+                    model,
+                    forget_batches,
+                    forget_objective,
+                    optimizer,
+                    epochs=1,
+                    desc=f"SCRUB max-step {epoch + 1}/{epochs}",
+                    show_progress=ctx.show_progress,
+                    divergence_hint=hint,
+                    autocast=ctx.autocast,
+                )
+                forget_kl.append(-result.epoch_losses[0])
+                metrics["unlearn/forget_kl"] = forget_kl[-1]
+                steps += result.steps
+            result = run_loop(
+                model,
+                retain_batches,
+                retain_objective,
+                optimizer,
+                epochs=1,
+                desc=f"SCRUB min-step {epoch + 1}/{epochs}",
+                show_progress=ctx.show_progress,
+                divergence_hint=hint,
+                autocast=ctx.autocast,
+            )
+            retain_losses.append(result.epoch_losses[0])
+            metrics["unlearn/retain_loss"] = retain_losses[-1]
+            steps += result.steps
+            ctx.log_metrics(metrics)
+        return UnlearnReport(epoch_losses=retain_losses, certificate={"forget_kl": forget_kl, "steps": steps})
