@@ -2,9 +2,12 @@
 """Summarise a finished multirun: one row per job from its results.json, as a Markdown table.
 
     python scripts/summarize.py outputs/multirun/2026-11-27/12-00-00 [--by forget.classes]
+    python scripts/summarize.py outputs/multirun/... --compare     # a method sweep vs Retrain
 
 Columns are the swept overrides (from each job's .hydra/overrides.yaml) and the headline
-figures. With --by KEY, rows are grouped over KEY and reduced to mean / worst case.
+figures. With --by KEY, rows are grouped over KEY and reduced to mean / worst case. With
+--compare, one row per job in the field's terms (DESIGN.md §5): UA, RA, TA, forget-test accuracy,
+MIA-Efficacy, Avg. Gap to Retrain and RTE (seconds and percent of Retrain's training time).
 """
 
 from __future__ import annotations
@@ -80,16 +83,42 @@ def table(jobs, by: str | None) -> str:
     return "\n".join(lines)
 
 
+COMPARE = [
+    ("UA", lambda u, r: u.get("UA")),
+    ("RA", lambda u, r: u.get("RA")),
+    ("TA", lambda u, r: u.get("TA")),
+    ("forget-test acc", lambda u, r: u.get("forget_test_acc")),
+    ("MIA-Efficacy", lambda u, r: u.get("mia_efficacy")),
+    ("Avg. Gap", lambda u, r: (r.get("gaps") or {}).get("avg_gap")),
+    ("RTE s", lambda u, r: r["timing"]["unlearn_s"]),
+    ("RTE % of Retrain", lambda u, r: None if r["timing"].get("rte_frac_of_retrain") is None else 100 * r["timing"]["rte_frac_of_retrain"]),
+]
+
+
+def compare_table(jobs) -> str:
+    head = ["method", *(name for name, _ in COMPARE)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, results in jobs:
+        if results.get("status") != "ok":
+            lines.append("| " + " | ".join([results.get("method", "?"), *(["–"] * (len(head) - 2)), results.get("status", "?")]) + " |")
+            continue
+        unlearned = results["metrics"]["unlearned"]
+        cells = [fmt(None if (v := fn(unlearned, results)) is None else float(v)) for _, fn in COMPARE]
+        lines.append("| " + " | ".join([results["method"], *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--by", help="override key to aggregate over (mean and worst case)")
+    parser.add_argument("--compare", action="store_true", help="methods vs Retrain: UA, RA, TA, MIA, Avg. Gap, RTE")
     args = parser.parse_args()
     jobs = load_jobs(args.sweep_dir)
     if not jobs:
         print(f"No */results.json under {args.sweep_dir}; pass the multirun directory Hydra printed.", file=sys.stderr)
         return 2
-    print(table(jobs, args.by))
+    print(compare_table(jobs) if args.compare else table(jobs, args.by))
     return 0
 
 

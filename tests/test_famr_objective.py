@@ -181,3 +181,35 @@ def test_trainable_prefix_matching_no_parameter_is_rejected_before_training():
     with pytest.raises(FamrError, match=r"method\.trainable names no parameters of this backbone: layer4"):
         _famr(trainable=["layer4"]).check_model(model)
     _famr(trainable=["4."]).check_model(model)  # a prefix that exists passes
+
+
+def _retained_drift(model_before: nn.Module, model_after: nn.Module, data, split) -> float:
+    x = (data.x_train[split.retain_train].float() / 255 - 0.5) / 0.25
+    model_before.eval(), model_after.eval()
+    with torch.no_grad():
+        p, q = torch.log_softmax(model_before(x), 1), torch.log_softmax(model_after(x), 1)
+    return float(torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean"))
+
+
+def test_retain_kd_keeps_retained_outputs_closer_to_the_original():
+    drifts = []
+    for weight in (0.0, 5.0):
+        data, split, model = _tiny_problem()
+        original = [p.detach().clone() for p in model.parameters()]
+        _famr(lam=0.0, epochs=20, retain_kd=weight, retain_buffer=20).unlearn(
+            model, UnlearnContext(data, split, torch.device("cpu"), seed=0)
+        )
+        _, _, reference = _tiny_problem()
+        for p, o in zip(reference.parameters(), original):
+            p.data.copy_(o)
+        drifts.append(_retained_drift(reference, model, data, split))
+    assert drifts[1] < drifts[0] / 2
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [({"retain_kd": -1.0}, "method.retain_kd"), ({"retain_kd": 1.0, "retain_buffer": 0}, "method.retain_buffer")],
+)
+def test_bad_retain_kd_options_are_rejected(override, fragment):
+    with pytest.raises(FamrError, match=fragment.replace(".", r"\.")):
+        _famr(**override)

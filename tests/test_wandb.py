@@ -27,7 +27,7 @@ def test_offline_run_holds_config_curves_final_metrics_and_per_class_table(tmp_p
     assert final["timing/unlearn_s"] == pytest.approx(results["timing"]["unlearn_s"])
     (table_file,) = run_file.parent.glob("files/media/table/per_class_test_acc_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["class", "name", "forgotten", "original", "unlearned"]
+    assert table["columns"] == ["class", "name", "forgotten", "original", "unlearned", "retrain"]
     assert [row[4] for row in table["data"]] == pytest.approx(results["metrics"]["unlearned"]["per_class_test_acc"])
     assert [row[2] for row in table["data"]].count(True) == 1
     rows = history(run_file)

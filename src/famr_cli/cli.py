@@ -34,9 +34,11 @@ def _log_results(logger, results: dict) -> None:
     names = results["dataset"]["class_names"]
     before = results["metrics"]["original"]["per_class_test_acc"]
     after = results["metrics"]["unlearned"]["per_class_test_acc"]
+    # Retrain's column shows what "forgotten" should look like, class by class (empty without a reference).
+    retrain = results["metrics"].get("retrain", {}).get("per_class_test_acc") or [None] * len(names)
     forgotten = set(results["forget"]["classes"])
-    rows = [[cls, names[cls], cls in forgotten, before[cls], after[cls]] for cls in range(len(names))]
-    logger.table("per_class_test_acc", ["class", "name", "forgotten", "original", "unlearned"], rows)
+    rows = [[cls, names[cls], cls in forgotten, before[cls], after[cls], retrain[cls]] for cls in range(len(names))]
+    logger.table("per_class_test_acc", ["class", "name", "forgotten", "original", "unlearned", "retrain"], rows)
 
 
 def execute(cfg: DictConfig) -> int:

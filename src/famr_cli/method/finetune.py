@@ -49,7 +49,7 @@ def check_training_options(cfg: DictConfig, *, suggested_lr: float) -> None:
         raise FamrError(f"method.epochs must be at least 1 (got {cfg.epochs}).")
     if int(cfg.batch_size) < 1:
         raise FamrError(f"method.batch_size must be at least 1 (got {cfg.batch_size}).")
-    if cfg.schedule not in SCHEDULES:
+    if "schedule" in cfg and cfg.schedule not in SCHEDULES:
         raise FamrError(f"Unknown schedule '{cfg.schedule}': set method.schedule to one of {', '.join(SCHEDULES)}.")
 
 

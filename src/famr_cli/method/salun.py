@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
+from famr_cli.method.finetune import check_training_options
 from famr_cli.method.random_label import random_wrong_labels
 from famr_cli.train.loop import LoopHooks, run_loop
-from famr_cli.train.optim import OPTIMIZERS, build_optimizer
+from famr_cli.train.optim import build_optimizer
 
 
 def forget_gradients(model: nn.Module, ctx: UnlearnContext, params: list[nn.Parameter], batch_size: int) -> list[torch.Tensor]:
@@ -58,18 +59,7 @@ class SalUn(UnlearningMethod):
         c = self.cfg
         if not 0 < float(c.mask_ratio) <= 1:
             raise FamrError(f"method.mask_ratio must be in (0, 1] (got {c.mask_ratio}); try method.mask_ratio=0.5.")
-        if c.lr <= 0:
-            raise FamrError(f"method.lr must be positive (got {c.lr}); try method.lr=0.013.")
-        if c.optimizer not in OPTIMIZERS:
-            raise FamrError(f"Unknown optimizer '{c.optimizer}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
-        if c.momentum < 0:
-            raise FamrError(f"method.momentum must be >= 0 (got {c.momentum}); try method.momentum=0.9.")
-        if c.weight_decay < 0:
-            raise FamrError(f"method.weight_decay must be >= 0 (got {c.weight_decay}); try method.weight_decay=5e-4.")
-        if int(c.epochs) < 1:
-            raise FamrError(f"method.epochs must be at least 1 (got {c.epochs}).")
-        if int(c.batch_size) < 1:
-            raise FamrError(f"method.batch_size must be at least 1 (got {c.batch_size}).")
+        check_training_options(c, suggested_lr=0.013)
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         c = self.cfg

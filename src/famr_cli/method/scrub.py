@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
+from famr_cli.method.finetune import check_training_options
 from famr_cli.train.loop import Objective, run_loop
-from famr_cli.train.optim import OPTIMIZERS, build_optimizer
+from famr_cli.train.optim import build_optimizer
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -63,16 +64,7 @@ def min_step_objective(teacher: nn.Module, temperature: float, alpha: float, gam
 class SCRUB(UnlearningMethod):
     def validate(self) -> None:
         c = self.cfg
-        if c.lr <= 0:
-            raise FamrError(f"method.lr must be positive (got {c.lr}); try method.lr=5e-4.")
-        if c.optimizer not in OPTIMIZERS:
-            raise FamrError(f"Unknown optimizer '{c.optimizer}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
-        if c.momentum < 0:
-            raise FamrError(f"method.momentum must be >= 0 (got {c.momentum}); try method.momentum=0.9.")
-        if c.weight_decay < 0:
-            raise FamrError(f"method.weight_decay must be >= 0 (got {c.weight_decay}); try method.weight_decay=5e-4.")
-        if int(c.epochs) < 1:
-            raise FamrError(f"method.epochs must be at least 1 (got {c.epochs}).")
+        check_training_options(c, suggested_lr=5e-4)
         if int(c.max_steps) < 0:
             raise FamrError(f"method.max_steps must be >= 0 (got {c.max_steps}); it counts the epochs that include a pass over D_f.")
         if c.alpha < 0:
