@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from famr_cli.errors import DivergedError, FamrError
@@ -61,15 +62,38 @@ def execute(cfg: DictConfig) -> int:
     except Exception as err:
         exit_code = EXIT_FAILED
         write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": f"{type(err).__name__}: {err}"})
-        raise
+        if not _in_multirun():
+            raise
+        # One broken job must not cost the rest of an overnight sweep: keep its traceback in its log, go on.
+        log.exception("Job failed unexpectedly; the sweep goes on and famr-run will exit non-zero at the end.")
     finally:
         # Always finish, so the next multirun job never appends to this wandb run.
         logger.finish(exit_code)
     return exit_code
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+# The worst exit code of the jobs of this process (a multirun runs many in one process).
+_exit_codes: list[int] = []
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     code = execute(cfg)
-    if code:
+    if code and not _in_multirun():
         sys.exit(code)
+    # In a multirun, exiting here would abort every later job (one diverged λ would end the sweep);
+    # the code is kept and reported once all jobs are done.
+    _exit_codes.append(code)
+
+
+def main() -> None:
+    """The famr-run console script: one run, or a Hydra multirun whose failed jobs make it exit non-zero."""
+    _hydra_main()
+    failed = [code for code in _exit_codes if code]
+    if failed:
+        log.error("%d of %d sweep jobs did not finish ok (see their results.json 'status' and 'error').", len(failed), len(_exit_codes))
+        sys.exit(max(failed))
