@@ -19,7 +19,8 @@ FAMR_RUN = str(Path(sys.executable).with_name("famr-run"))
 def _without_reference_by_default(overrides: list[str]) -> list[str]:
     """Most tests exercise one stage and would pay a second training for the retrain reference;
     tests/test_reference.py and the quickstart runs ask for it explicitly."""
-    if any(o.startswith(("evaluate.reference=", "evaluate=")) for o in overrides):
+    # Flags like --info take the next word as their value, and print-only flags run nothing anyway.
+    if any(o.startswith(("evaluate.reference=", "evaluate=", "--")) for o in overrides):
         return overrides
     return [*overrides, "evaluate.reference=none"]
 
