@@ -1,25 +1,27 @@
 #!/usr/bin/env python
-"""Summarise a finished multirun: one row per job from its results.json, as a Markdown table.
+"""Summarise a finished multirun: summary.csv, summary.md and plots in the sweep dir, as every multirun's end does.
 
-    python scripts/summarize.py outputs/multirun/2026-11-27/12-00-00 [--by forget.classes]
-    python scripts/summarize.py outputs/multirun/... --compare     # a method sweep vs Retrain
+    python scripts/summarize.py outputs/multirun/2026-11-27/12-00-00             # (re)write the summary files
+    python scripts/summarize.py outputs/multirun/... --by forget.classes          # mean / worst case over a key
+    python scripts/summarize.py outputs/multirun/... --compare                    # a method sweep vs Retrain
 
-Columns are the swept overrides (from each job's .hydra/overrides.yaml) and the headline
-figures. With --by KEY, rows are grouped over KEY and reduced to mean / worst case. With
---compare, one row per job in the field's terms (DESIGN.md §5): UA, RA, TA, forget-test accuracy,
-MIA-Efficacy, Avg. Gap to Retrain and RTE (seconds and percent of Retrain's training time).
+The default writes what the sweep-summary callback writes (famr_cli/sweep/) and prints summary.md:
+useful for a sweep that was interrupted, or one run before the callback existed. With --by KEY,
+rows are grouped over KEY and reduced to mean / worst case. With --compare, one row per job in the
+field's terms (DESIGN.md §5): UA, RA, TA, forget-test accuracy, MIA-Efficacy, Avg. Gap to Retrain
+and RTE (seconds and percent of Retrain's training time). --by and --compare only print.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
+from famr_cli.sweep.jobs import load_jobs as load_sweep_jobs
+from famr_cli.sweep.summary import SUMMARY_MD, write_summary
 
 FIGURES = [
     ("forget_test", lambda r: r["metrics"]["unlearned"]["forget_test_acc"]),
@@ -30,13 +32,8 @@ FIGURES = [
 
 
 def load_jobs(sweep_dir: Path) -> list[tuple[dict[str, str], dict]]:
-    jobs = []
-    for results_file in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        overrides_file = results_file.parent / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        swept = dict(item.split("=", 1) for item in overrides if "=" in item)
-        jobs.append((swept, json.loads(results_file.read_text())))
-    return jobs
+    """(swept overrides, results) of every job that wrote a results.json."""
+    return [(job.overrides, job.results) for job in load_sweep_jobs(sweep_dir) if job.results is not None]
 
 
 def figure(results: dict, fn) -> float | None:
@@ -113,13 +110,19 @@ def main() -> int:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--by", help="override key to aggregate over (mean and worst case)")
     parser.add_argument("--compare", action="store_true", help="methods vs Retrain: UA, RA, TA, MIA, Avg. Gap, RTE")
+    parser.add_argument("--no-plots", action="store_true", help="write summary.csv and summary.md only")
     args = parser.parse_args()
     jobs = load_jobs(args.sweep_dir)
     if not jobs:
         print(f"No */results.json under {args.sweep_dir}; pass the multirun directory Hydra printed.", file=sys.stderr)
         return 2
-    print(compare_table(jobs) if args.compare else table(jobs, args.by))
-    return 0
+    if args.compare or args.by:
+        print(compare_table(jobs) if args.compare else table(jobs, args.by))
+        return 0
+    summary, written = write_summary(args.sweep_dir, plots=not args.no_plots)
+    print((args.sweep_dir / SUMMARY_MD).read_text(), end="")
+    print("Wrote " + ", ".join(path.name for path in written) + f" in {args.sweep_dir}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":

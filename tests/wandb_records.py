@@ -63,3 +63,11 @@ def history(path: Path) -> list[dict]:
 def exit_code(path: Path) -> int | None:
     codes = [r.exit.exit_code for r in records(path) if r.WhichOneof("record_type") == "exit"]
     return codes[-1] if codes else None
+
+
+def run_info(path: Path) -> dict:
+    """The run's group and job type, as wandb.init recorded them."""
+    for record in records(path):
+        if record.WhichOneof("record_type") == "run":
+            return {"group": record.run.run_group, "job_type": record.run.job_type}
+    return {}

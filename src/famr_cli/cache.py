@@ -3,6 +3,8 @@
 The key is a hash of everything that determines the model, so "train once, forget many" holds
 across runs and sweep jobs. Writes go to a temp file first and are renamed into place, so a
 reader never sees a half-written entry; a hash mismatch on load means the entry is not used.
+Building an entry happens under a per-key file lock, so parallel sweep jobs (joblib, SLURM jobs on a
+shared file system) that miss the same key build it once: the others wait, then load it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -30,6 +35,36 @@ WEIGHTS = "model.safetensors"
 META = "meta.json"
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@contextmanager
+def cache_lock(entry_path: Path, what: str) -> Iterator[None]:
+    """Hold ``<entry_path>.lock`` (an OS file lock: released even if the holder is SIGKILLed)."""
+    entry_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(entry_path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Another job is building the %s at %s; waiting for it instead of building it twice.", what, entry_path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def build_once(entry_path: Path, what: str, load: Callable[[], T | None], build: Callable[[], T]) -> T:
+    """``load()`` if the entry is there; otherwise ``build()`` it under the entry's lock.
+
+    The second ``load()`` inside the lock picks up what a job we waited for has just built.
+    """
+    found = load()
+    if found is not None:
+        return found
+    with cache_lock(entry_path, what):
+        found = load()
+        return found if found is not None else build()
 
 
 def cache_key(inputs: dict[str, Any]) -> str:

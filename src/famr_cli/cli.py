@@ -15,6 +15,9 @@ from famr_cli.errors import DivergedError, FamrError
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment
 from famr_cli.results import summary_table, write_results
+from famr_cli.runtime import available_cores, limit_threads, threads_per_job
+from famr_cli.sweep import callback as sweep_callback
+from famr_cli.sweep.callback import sweep_group
 
 # The configs ship inside the package (src/famr_cli/conf is the repository's conf/), so the
 # installed command finds them from any working directory.
@@ -42,13 +45,15 @@ def _log_results(logger, results: dict) -> None:
     logger.table("per_class_test_acc", ["class", "name", "forgotten", "original", "unlearned", "retrain"], rows)
 
 
-def execute(cfg: DictConfig) -> int:
-    """Run one experiment; returns the process exit code. results.json is written on every path."""
+def execute(cfg: DictConfig) -> tuple[int, dict | None]:
+    """Run one experiment; returns the process exit code and the results. results.json is written on every path."""
     run_dir = _run_dir()
-    logger = build_logger(cfg.logger)
+    logger = build_logger(_with_sweep_group(cfg.logger))
     exit_code = 0
+    results = None
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     try:
+        limit_threads(threads_per_job(cfg.threads, _parallel_jobs()))
         results = run_experiment(cfg, logger, run_dir)
         path = write_results(run_dir, results)
         _log_results(logger, results)
@@ -58,10 +63,12 @@ def execute(cfg: DictConfig) -> int:
         diverged = isinstance(err, DivergedError)
         exit_code = EXIT_DIVERGED if diverged else EXIT_BAD_INPUT
         log.error("%s", err)
-        write_results(run_dir, {"status": "diverged" if diverged else "failed", "method": cfg.method.name, "error": str(err)})
+        status = "diverged" if diverged else "failed"
+        write_results(run_dir, {"status": status, "method": cfg.method.name, "error": str(err), "exit_code": exit_code})
     except Exception as err:
         exit_code = EXIT_FAILED
-        write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": f"{type(err).__name__}: {err}"})
+        error = f"{type(err).__name__}: {err}"
+        write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": error, "exit_code": exit_code})
         if not _in_multirun():
             raise
         # One broken job must not cost the rest of an overnight sweep: keep its traceback in its log, go on.
@@ -69,7 +76,37 @@ def execute(cfg: DictConfig) -> int:
     finally:
         # Always finish, so the next multirun job never appends to this wandb run.
         logger.finish(exit_code)
-    return exit_code
+    return exit_code, results
+
+
+def objective_value(cfg: DictConfig, results: dict | None) -> float:
+    """The number a sweeper minimises (``objective``, a dotted path into results.json); NaN when the job failed.
+
+    Optuna marks a NaN trial as failed and goes on, which is what a diverged λ should cost.
+    """
+    value: object = results
+    for part in str(cfg.objective).split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if results is not None and value is None:
+        log.warning("objective=%s is not in this job's results (is evaluate.reference=retrain?); the sweeper gets NaN.", cfg.objective)
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _with_sweep_group(logger_cfg: DictConfig) -> DictConfig:
+    """Jobs of one multirun share a wandb group (named after the sweep dir) unless logger.group is set."""
+    if not _in_multirun() or logger_cfg.get("group", "unset") is not None:
+        return logger_cfg
+    return OmegaConf.merge(logger_cfg, {"group": sweep_group(HydraConfig.get().sweep.dir)})
+
+
+def _parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (joblib's n_jobs; 1 for other launchers)."""
+    hydra_cfg = HydraConfig.get()
+    launcher = hydra_cfg.get("launcher") or {}
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return available_cores() if n_jobs < 0 else n_jobs
 
 
 def _in_multirun() -> bool:
@@ -81,19 +118,26 @@ _exit_codes: list[int] = []
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    code = execute(cfg)
+def _hydra_main(cfg: DictConfig) -> float:
+    code, results = execute(cfg)
     if code and not _in_multirun():
         sys.exit(code)
     # In a multirun, exiting here would abort every later job (one diverged λ would end the sweep);
     # the code is kept and reported once all jobs are done.
     _exit_codes.append(code)
+    return objective_value(cfg, results)
 
 
 def main() -> None:
     """The famr-run console script: one run, or a Hydra multirun whose failed jobs make it exit non-zero."""
     _hydra_main()
+    # Jobs run here report their codes in-process; jobs of a joblib or SLURM launcher ran elsewhere and
+    # are counted from the results.json files they wrote (the sweep summary callback reads them).
     failed = [code for code in _exit_codes if code]
+    total, worst = len(_exit_codes), max(failed, default=0)
+    outcome = sweep_callback.last_outcome
+    if outcome is not None and outcome.failed > len(failed):
+        failed, total, worst = [outcome.worst_exit_code] * outcome.failed, max(total, outcome.total), max(worst, outcome.worst_exit_code)
     if failed:
-        log.error("%d of %d sweep jobs did not finish ok (see their results.json 'status' and 'error').", len(failed), len(_exit_codes))
-        sys.exit(max(failed))
+        log.error("%d of %d sweep jobs did not finish ok (see their results.json 'status' and 'error').", len(failed), total)
+        sys.exit(worst)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 import famr_cli
 from famr_cli.backbone import build_backbone
 from famr_cli.batches import Augment
-from famr_cli.cache import CacheEntry, cache_key
+from famr_cli.cache import CacheEntry, build_once, cache_key
 from famr_cli.dataset import ImageData, load_dataset
 from famr_cli.errors import DivergedError
 from famr_cli.evaluate.metrics import parameter_distance
@@ -112,29 +112,36 @@ def get_trained_model(
     key = cache_key(inputs)
     entry = CacheEntry(root=_cache_root(cfg), kind=kind, key=key)
     model = build_model(cfg, data, device)  # same seed as the original: same initial weights
-    meta = entry.load(model, device)
-    if meta is not None:
-        log.info(
-            "%s model loaded from cache %s (trained earlier in %.1f s); no training needed.", kind.capitalize(), entry.path, meta["train_s"]
+
+    def load() -> TrainedModel | None:
+        meta = entry.load(model, device)
+        if meta is None:
+            return None
+        trained_s = float(meta["train_s"])
+        log.info("%s model loaded from cache %s (trained earlier in %.1f s); no training needed.", kind.capitalize(), entry.path, trained_s)
+        return TrainedModel(model, key, True, time.perf_counter() - start, trained_s)
+
+    def train() -> TrainedModel:
+        # Timed from here, so waiting for a lock another job held never counts as training time.
+        train_start = time.perf_counter()
+        epochs = int(cfg.train.epochs)
+        samples = len(data.y_train) if indices is None else len(indices)
+        log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
+
+        def on_epoch_end(epoch: int, loss: float) -> None:
+            log.info("%s model: epoch %d/%d, loss %.4f, %.0f s elapsed", kind, epoch + 1, epochs, loss, time.perf_counter() - train_start)
+            prefix = "train" if kind == "original" else kind  # the original's curves keep their published names
+            logger.log({f"{prefix}/epoch": epoch + 1, f"{prefix}/loss": loss})
+
+        fit_classifier(
+            model, data, indices, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc=kind, autocast=autocast
         )
-        return TrainedModel(model, key, True, time.perf_counter() - start, float(meta["train_s"]))
+        train_s = time.perf_counter() - train_start
+        entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions()})
+        log.info("%s model trained in %.1f s and cached at %s.", kind.capitalize(), train_s, entry.path)
+        return TrainedModel(model, key, False, train_s, train_s)
 
-    epochs = int(cfg.train.epochs)
-    samples = len(data.y_train) if indices is None else len(indices)
-    log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
-
-    def on_epoch_end(epoch: int, loss: float) -> None:
-        log.info("%s model: epoch %d/%d, loss %.4f, %.0f s elapsed", kind, epoch + 1, epochs, loss, time.perf_counter() - start)
-        prefix = "train" if kind == "original" else kind  # the original's curves keep their published names
-        logger.log({f"{prefix}/epoch": epoch + 1, f"{prefix}/loss": loss})
-
-    fit_classifier(
-        model, data, indices, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc=kind, autocast=autocast
-    )
-    train_s = time.perf_counter() - start
-    entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions()})
-    log.info("%s model trained in %.1f s and cached at %s.", kind.capitalize(), train_s, entry.path)
-    return TrainedModel(model, key, False, train_s, train_s)
+    return build_once(entry.path, f"{kind} model", load, train)
 
 
 def get_original_model(
@@ -193,16 +200,23 @@ def cached_evaluation(cfg: DictConfig, trained: TrainedModel, p: Prepared, kind:
     precision = "fp32" if p.autocast is None else str(p.autocast).removeprefix("torch.")
     inputs = {"model": trained.key, "forget": digest, "precision": precision, "eval": p.eval.cache_inputs(), "format": EVALUATION_FORMAT}
     entry = CacheEntry(root=_cache_root(cfg), kind=f"{kind}-evaluation", key=cache_key(inputs))
-    loaded = entry.load_tensors()
-    if loaded is not None:
+
+    def load() -> Evaluation | None:
+        loaded = entry.load_tensors()
+        if loaded is None:
+            return None
         tensors, meta = loaded
         return Evaluation(Predictions.from_probs(tensors["train_probs"], tensors["test_probs"]), meta["scores"])
-    result = evaluate(trained.model, p, kind)
-    entry.save_tensors(
-        {"train_probs": result.preds.train_probs, "test_probs": result.preds.test_probs},
-        {"model_key": trained.key, "inputs": inputs, "scores": result.scores},
-    )
-    return result
+
+    def compute() -> Evaluation:
+        result = evaluate(trained.model, p, kind)
+        entry.save_tensors(
+            {"train_probs": result.preds.train_probs, "test_probs": result.preds.test_probs},
+            {"model_key": trained.key, "inputs": inputs, "scores": result.scores},
+        )
+        return result
+
+    return build_once(entry.path, f"{kind} model's evaluation", load, compute)
 
 
 def original_predictions(cfg: DictConfig, original: TrainedModel, p: Prepared) -> Predictions:

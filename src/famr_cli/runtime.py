@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -44,3 +45,34 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU pinning
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_job(setting: object, parallel_jobs: int, cores: int | None = None) -> int | None:
+    """Torch CPU threads for one job; None leaves torch's default (all cores).
+
+    ``auto`` splits the cores between jobs that run at once (a joblib launcher): two jobs each
+    spinning all cores' OpenMP threads ran ~10x slower than one after the other on 2 cores.
+    """
+    if setting in (None, "auto"):
+        if parallel_jobs <= 1:
+            return None
+        return max(1, (cores or available_cores()) // parallel_jobs)
+    try:
+        threads = int(setting)
+    except (TypeError, ValueError):
+        threads = 0
+    if threads < 1 or str(setting) != str(threads):
+        raise FamrError(f"threads={setting} is not valid: use threads=auto or a whole number of CPU threads >= 1.")
+    return threads
+
+
+def limit_threads(threads: int | None) -> None:
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from famr_cli.cache import cache_key
+from famr_cli.cache import cache_key, cache_lock
 from famr_cli.dataset import DATASETS, ImageData
 from famr_cli.dataset.image_folder import list_images, source_signature
 from famr_cli.errors import FamrError
@@ -277,8 +277,11 @@ def load_imagenet100(cfg: DictConfig, cache_root: Path) -> ImageData:
     opened = _open_entry(entry)
     hit = opened is not None
     if opened is None:
-        _write_entry(entry, root, settings, key_inputs)
-        opened = _open_entry(entry)
+        with cache_lock(entry, "decoded ImageNet-100"):
+            opened = _open_entry(entry)  # decoded by the job we waited for
+            if opened is None:
+                _write_entry(entry, root, settings, key_inputs)
+                opened = _open_entry(entry)
         if opened is None:
             raise FamrError(f"The decoded ImageNet-100 cache at {entry} could not be read back; check free disk space under cache_dir.")
     seconds = time.perf_counter() - start
