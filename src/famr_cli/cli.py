@@ -79,7 +79,7 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     return exit_code, results
 
 
-def objective_value(cfg: DictConfig, results: dict | None) -> float:
+def objective_value(cfg: DictConfig, results: dict | None, warn: bool = True) -> float:
     """The number a sweeper minimises (``objective``, a dotted path into results.json); NaN when the job failed.
 
     Optuna marks a NaN trial as failed and goes on, which is what a diverged λ should cost.
@@ -87,7 +87,7 @@ def objective_value(cfg: DictConfig, results: dict | None) -> float:
     value: object = results
     for part in str(cfg.objective).split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    if results is not None and value is None:
+    if warn and results is not None and value is None:
         log.warning("objective=%s is not in this job's results (is evaluate.reference=retrain?); the sweeper gets NaN.", cfg.objective)
     return float(value) if isinstance(value, (int, float)) else float("nan")
 
@@ -125,7 +125,9 @@ def _hydra_main(cfg: DictConfig) -> float:
     # In a multirun, exiting here would abort every later job (one diverged λ would end the sweep);
     # the code is kept and reported once all jobs are done.
     _exit_codes.append(code)
-    return objective_value(cfg, results)
+    # Only an optimising sweeper (e.g. Optuna) reads the value; the basic sweeper's jobs need no warning.
+    sweeper = str(HydraConfig.get().sweeper.get("_target_", ""))
+    return objective_value(cfg, results, warn="BasicSweeper" not in sweeper)
 
 
 def main() -> None:
