@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
+PROFILE ?= paper
 
-.PHONY: install demo test lint tune-famr clean
+.PHONY: install demo test lint tune-famr clean reproduce
 
 install: $(STAMP)
 
@@ -29,6 +31,10 @@ lint: install
 # Re-run the sweep behind the quickstart's FAMR defaults and print its summary table.
 tune-famr: install
 	BIN=$(BIN) scripts/tune_famr_digits.sh
+
+# The paper's tables (FAMR beside every baseline, mean ± std over seeds) into outputs/tables/.
+reproduce: install
+	$(BIN)/python scripts/reproduce.py --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(REPRODUCE_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

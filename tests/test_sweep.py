@@ -38,6 +38,7 @@ def test_lambda_sweep_trains_original_and_retrain_once_and_writes_summary_and_pl
     assert output.count("No cached original model") == 1 and output.count("No cached retrain model") == 1
     assert len(_entries(tmp_path / "cache", "original")) == 1 and len(_entries(tmp_path / "cache", "retrain")) == 1
     hits = [read_results(sweep / str(i))["cache"] for i in range(3)]
+    assert read_results(sweep / "0")["device_name"].endswith("threads")  # the CPU model and torch's thread count
     assert [h["original"]["hit"] for h in hits] == [False, True, True]
     assert [h["retrain"]["hit"] for h in hits] == [False, True, True]
 
@@ -188,10 +189,11 @@ def test_bad_threads_setting_is_one_sentence(setting):
         threads_per_job(setting, 1, 2)
 
 
-def test_objective_is_the_configured_results_value_and_nan_when_a_job_failed():
+def test_objective_is_the_configured_results_value_and_inf_when_a_job_failed():
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create({"objective": "gaps.avg_gap"})
     assert objective_value(cfg, {"gaps": {"avg_gap": 2.5}}) == 2.5
-    assert objective_value(cfg, None) != objective_value(cfg, None)  # NaN
+    assert objective_value(cfg, None) == float("inf")  # the worst value, so Optuna goes on
+    assert objective_value(cfg, {"gaps": {"avg_gap": float("nan")}}) == float("inf")
     assert objective_value(OmegaConf.create({"objective": "metrics.unlearned.UA"}), {"metrics": {"unlearned": {"UA": 90}}}) == 90.0

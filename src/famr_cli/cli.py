@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -12,10 +13,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from famr_cli.errors import DivergedError, FamrError
+from famr_cli.host import available_cores
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment
 from famr_cli.results import summary_table, write_results
-from famr_cli.runtime import available_cores, limit_threads, threads_per_job
+from famr_cli.runtime import limit_threads, threads_per_job
 from famr_cli.sweep import callback as sweep_callback
 from famr_cli.sweep.callback import sweep_group
 
@@ -80,16 +82,17 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
 
 
 def objective_value(cfg: DictConfig, results: dict | None, warn: bool = True) -> float:
-    """The number a sweeper minimises (``objective``, a dotted path into results.json); NaN when the job failed.
+    """The number a sweeper minimises (``objective``, a dotted path into results.json); +inf when the job failed.
 
-    Optuna marks a NaN trial as failed and goes on, which is what a diverged λ should cost.
+    +inf rather than NaN: Optuna records an inf trial as the worst one and goes on, while a NaN
+    return makes hydra-optuna-sweeper 1.3 / optuna 2.10 abort the whole study.
     """
     value: object = results
     for part in str(cfg.objective).split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if warn and results is not None and value is None:
-        log.warning("objective=%s is not in this job's results (is evaluate.reference=retrain?); the sweeper gets NaN.", cfg.objective)
-    return float(value) if isinstance(value, (int, float)) else float("nan")
+        log.warning("objective=%s is not in this job's results (is evaluate.reference=retrain?); the sweeper gets +inf.", cfg.objective)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
 
 
 def _with_sweep_group(logger_cfg: DictConfig) -> DictConfig:

@@ -29,7 +29,7 @@ from famr_cli.forget import ForgetSplit, make_forget_split, modifies_training_da
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
 from famr_cli.progress import progress_enabled
-from famr_cli.runtime import autocast_dtype, resolve_device, seed_everything
+from famr_cli.runtime import autocast_dtype, describe_device, resolve_device, seed_everything
 from famr_cli.train.classifier import fit_classifier, validate_recipe
 
 log = logging.getLogger("famr")
@@ -375,4 +375,5 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         "cache": cache_info,
         "versions": versions(),
         "device": str(p.device),
+        "device_name": describe_device(p.device),
     }

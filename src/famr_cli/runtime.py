@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
 import torch
 
 from famr_cli.errors import FamrError
+from famr_cli.host import available_cores, cpu_name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,13 +47,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU pinning
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def threads_per_job(setting: object, parallel_jobs: int, cores: int | None = None) -> int | None:
     """Torch CPU threads for one job; None leaves torch's default (all cores).
 
@@ -76,3 +69,10 @@ def threads_per_job(setting: object, parallel_jobs: int, cores: int | None = Non
 def limit_threads(threads: int | None) -> None:
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def describe_device(device: torch.device) -> str:
+    """What ran the job, in words: the GPU's name, or the CPU model and the threads torch used."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"

@@ -1,0 +1,6 @@
+"""``make reproduce``: the paper's class-forgetting tables (FAMR beside every baseline, mean ± std over seeds).
+
+``profiles`` says what to run (experiments, methods, seeds, λ values), ``data`` finds the datasets before
+anything starts, ``runner`` launches one ``famr-run -m`` sweep per experiment and seed set, and ``tables``
+turns the jobs' results.json files into Markdown, CSV and LaTeX. Nothing here imports torch.
+"""

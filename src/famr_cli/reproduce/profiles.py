@@ -1,0 +1,130 @@
+"""What ``make reproduce`` runs, as data: one :class:`Profile` per scale.
+
+A profile names the experiments (``conf/experiment/*.yaml``), the methods (``method=`` options), the
+seeds and how they are varied, the λ values of FAMR's trade-off sweep and any extra overrides. The
+runner turns each profile into ``famr-run -m`` command lines; nothing here runs anything.
+
+Seeds (our choice for ``cpu``): ``paper`` varies the top-level ``seed``, so every seed trains its own
+original model and Retrain reference, the standard practice. ``cpu`` cannot afford that on 2 cores in an
+hour: it pins ``train.seed=0`` (part of the original's and Retrain's cache key) and sweeps ``seed`` (the
+unlearning's batch order, random labels, MIA subsample), so one original and one Retrain serve every seed
+and the ± measures the unlearning's randomness alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+# Every method of the comparison, in the order the tables list them.
+ALL_METHODS = ("retrain", "famr", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "ssd", "scrub")
+LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# How seeds are varied (Profile.seed_mode).
+FULL = "full"  # the top-level `seed`: each seed trains its own original model and Retrain reference
+UNLEARNING = "unlearning"  # `train.seed` pinned: one original and one Retrain, each seed only re-runs the unlearning
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One reproduction scale. ``doc`` says what it costs and which choices are ours."""
+
+    name: str
+    doc: str
+    experiments: tuple[str, ...]
+    methods: tuple[str, ...] = ALL_METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    seed_mode: str = FULL
+    train_seed: int = 0  # the pinned train.seed when seed_mode == UNLEARNING
+    lambdas: tuple[float, ...] = LAMBDAS
+    lambda_seed: int = 0
+    overrides: tuple[str, ...] = ()  # added to every famr-run command of this profile
+    hidden: bool = False  # not offered by the CLI's --help (test-only profiles)
+    allow_download: bool = True  # CIFAR-10 may come from a torchvision download when no local copy exists
+
+    def with_seeds(self, n: int) -> Profile:
+        return replace(self, seeds=tuple(range(n)))
+
+    def with_experiments(self, experiments: tuple[str, ...]) -> Profile:
+        return replace(self, experiments=experiments)
+
+    def seed_overrides(self, seeds: tuple[int, ...]) -> list[str]:
+        """The overrides that vary (or pin) the seeds of one sweep."""
+        pinned = [f"train.seed={self.train_seed}"] if self.seed_mode == UNLEARNING else []
+        return [f"seed={','.join(str(s) for s in seeds)}", *pinned]
+
+    @property
+    def lambda_experiment(self) -> str:
+        """FAMR's λ sweep runs on the profile's first experiment."""
+        return self.experiments[0]
+
+
+PAPER = Profile(
+    name="paper",
+    doc=(
+        "Paper scale, meant for a GPU: CIFAR-10 with ResNet-18 and ViT-Tiny, ImageNet-100 with ResNet-18; every method, "
+        "seeds 0, 1, 2 varying the top-level `seed`, so each seed trains its own original model and Retrain reference "
+        "(the standard practice). FAMR's λ sweep runs on cifar10_resnet18, seed 0. Needs CIFAR-10 (a local copy or a "
+        "torchvision download) and a local ImageNet (IMAGENET=... or FAMR_IMAGENET_ROOT). The training recipes and FAMR "
+        "values of these experiments are untuned starting points (conf/experiment/*.yaml)."
+    ),
+    experiments=("cifar10_resnet18", "cifar10_vit", "imagenet100_resnet18"),
+    seeds=(0, 1, 2),
+    seed_mode=FULL,
+)
+
+CPU = Profile(
+    name="cpu",
+    doc=(
+        "CIFAR-10 on 2 CPU cores (experiment=cifar10_cpu), every method, 2 seeds, in about an hour. Our choice, to fit "
+        "that hour: only the unlearning seed varies. `train.seed=0` is pinned (it is part of the original model's and "
+        "Retrain's cache key) and `seed=0,1` is swept (it drives the unlearning's batch order, random labels, the MIA "
+        "subsample, ...), so the original model and Retrain are trained once (about 12 + 11 min) and every method runs "
+        "twice from the same original. The ± therefore covers the unlearning's randomness only, not the original "
+        "model's; Retrain's row repeats one model (std 0). CIFAR-10 must be on disk (DATA=... or FAMR_CIFAR10_ROOT or "
+        "the shared copy); --allow-download lets torchvision fetch it instead. FAMR's λ sweep runs on seed 0."
+    ),
+    experiments=("cifar10_cpu",),
+    seeds=(0, 1),
+    seed_mode=UNLEARNING,
+    allow_download=False,
+)
+
+SMOKE = Profile(
+    name="smoke",
+    doc=(
+        "Test-only: the quickstart on digits with 2 training epochs, FAMR, FT and Retrain, 2 seeds (the cpu profile's "
+        "unlearning-seed scheme), a three-value λ sweep; the whole pipeline end to end in well under a minute."
+    ),
+    experiments=("quickstart",),
+    methods=("retrain", "famr", "finetune"),
+    seeds=(0, 1),
+    seed_mode=UNLEARNING,
+    lambdas=(0.01, 0.1, 1.0),
+    overrides=("train.epochs=2", "tuned.famr.epochs=10", "tuned.finetune.epochs=2"),
+    hidden=True,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, CPU, SMOKE)}
+
+
+def public_profiles() -> list[str]:
+    return [name for name, p in PROFILES.items() if not p.hidden]
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def dataset_of(experiment: str) -> str:
+    """The dataset option an experiment selects (its ``override /dataset: ...`` default)."""
+    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    for item in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key.split()[-1].lstrip("/") == "dataset":
+                    return str(value)
+    return "digits"  # conf/config.yaml's default

@@ -1,0 +1,192 @@
+"""Run a profile: one ``famr-run -m`` per experiment and seed set, then the tables and the λ plots.
+
+Every sweep writes into ``<runs>/<profile>/<experiment>/{methods,lambda}`` (``hydra.sweep.dir``).
+``famr-run`` exits non-zero when any of its jobs failed but still runs the others, so the tables are
+built from the jobs that finished ok, the failed ones are counted and footnoted, and :func:`reproduce`
+returns 1 at the end. Nothing here imports torch: the sweeps run in their own processes.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from famr_cli.host import available_cores, cpu_name
+from famr_cli.reproduce import tables
+from famr_cli.reproduce.data import DataPlan, hydra_value
+from famr_cli.reproduce.profiles import Profile
+from famr_cli.sweep.jobs import load_jobs
+
+METHODS = "methods"
+LAMBDA = "lambda"
+PLOTS = ("tradeoff.png", "accuracy_vs_lam.png")  # written into a sweep dir by the sweep-summary callback
+MACHINE_FILE = "machine.txt"
+
+
+@dataclass
+class Sweep:
+    experiment: str
+    kind: str  # METHODS or LAMBDA
+    dir: Path
+    argv: list[str]
+
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+def famr_run_command() -> list[str]:
+    """The famr-run next to this interpreter (the project's venv), else the one on PATH, else ``python -m famr_cli``."""
+    exe = Path(sys.executable).with_name("famr-run")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("famr-run")
+    return [found] if found else [sys.executable, "-m", "famr_cli"]
+
+
+def _numbers(values) -> str:
+    return ",".join(format(v, "g") for v in values)
+
+
+def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: list[str] | None = None) -> list[Sweep]:
+    """Every methods sweep (one per experiment, all methods x all seeds), then FAMR's λ sweep."""
+    famr_run = famr_run or famr_run_command()
+    base = runs_root / profile.name
+    sweeps = []
+
+    def sweep(experiment: str, kind: str, choices: list[str], seeds: tuple[int, ...]) -> Sweep:
+        out = base / experiment / kind
+        argv = [
+            *famr_run,
+            "-m",
+            f"experiment={experiment}",
+            *choices,
+            *profile.seed_overrides(seeds),
+            *data.overrides.get(experiment, []),
+            *profile.overrides,
+            "progress=false",
+            f"hydra.sweep.dir={hydra_value(str(out))}",
+        ]
+        return Sweep(experiment, kind, out, argv)
+
+    for experiment in profile.experiments:
+        sweeps.append(sweep(experiment, METHODS, [f"method={','.join(profile.methods)}"], profile.seeds))
+    if profile.lambdas:
+        lam = ["method=famr", f"method.lam={_numbers(profile.lambdas)}"]
+        sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,)))
+    return sweeps
+
+
+def describe_machine() -> str:
+    """This host: GPU name(s) when nvidia-smi lists any, the CPU model and the usable cores."""
+    cpu = cpu_name()
+    cores = available_cores()
+    parts = [f"{cpu}, {cores} cores"]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            names = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+            gpus = [n.strip() for n in names.splitlines() if n.strip()]
+            if gpus:
+                parts.insert(0, ", ".join(sorted(set(gpus))) + (f" x{len(gpus)}" if len(gpus) > 1 else ""))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "; ".join(parts)
+
+
+def _set_aside(path: Path) -> Path | None:
+    """A previous run's sweep dir is renamed, never mixed with (or deleted by) the new one."""
+    if not path.exists() or not any(path.iterdir()):
+        return None
+    target = path.with_name(f"{path.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(target)
+    return target
+
+
+def run_sweeps(sweeps: list[Sweep], log=print) -> dict[str, int]:
+    """Run each sweep in turn (famr-run's own output streams through); returns the exit code per sweep dir."""
+    codes = {}
+    for sweep in sweeps:
+        moved = _set_aside(sweep.dir)
+        if moved:
+            log(f"[reproduce] kept the previous {sweep.kind} sweep of {sweep.experiment} as {moved}")
+        sweep.dir.mkdir(parents=True, exist_ok=True)
+        log(f"[reproduce] {sweep.command()}")
+        start = time.perf_counter()
+        codes[str(sweep.dir)] = subprocess.run(sweep.argv).returncode
+        log(f"[reproduce] {sweep.kind} sweep of {sweep.experiment}: exit {codes[str(sweep.dir)]} after {time.perf_counter() - start:.0f} s")
+    return codes
+
+
+@dataclass
+class Written:
+    tables: list[tables.Table]
+    files: list[Path]
+    missing_plots: list[str]
+
+
+def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: str | None) -> Written:
+    """Markdown, CSV and LaTeX per experiment (and per λ sweep); the λ plots copied when they exist."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = Written([], [], [])
+    for sweep in sweeps:
+        jobs = load_jobs(sweep.dir)
+        stem = f"{profile.name}_{sweep.experiment}"
+        if sweep.kind == METHODS:
+            table = tables.build_table(jobs, sweep.experiment, expected=profile.methods, seeds=profile.seeds, machine=machine)
+        else:
+            stem += "_lambda"
+            table = tables.lambda_table(jobs, sweep.experiment, profile.lambdas, (profile.lambda_seed,), machine=machine)
+            for plot in PLOTS:
+                source = sweep.dir / plot
+                if source.is_file():
+                    target = out_dir / f"{stem}_{plot}"
+                    shutil.copyfile(source, target)
+                    written.files.append(target)
+                else:
+                    written.missing_plots.append(str(source))
+        written.tables.append(table)
+        for suffix, render in ((".md", tables.to_markdown), (".csv", tables.to_csv), (".tex", tables.to_latex)):
+            path = out_dir / f"{stem}{suffix}"
+            path.write_text(render(table))
+            written.files.append(path)
+    return written
+
+
+def reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: Path, tables_only: bool = False, log=print) -> int:
+    """Run the sweeps (unless ``tables_only``), write the tables; 0 only when every job finished ok."""
+    machine_file = runs_root / profile.name / MACHINE_FILE
+    codes: dict[str, int] = {}
+    if tables_only:
+        machine = machine_file.read_text().strip() if machine_file.is_file() else None
+    else:
+        machine = describe_machine()
+        machine_file.parent.mkdir(parents=True, exist_ok=True)
+        machine_file.write_text(machine + "\n")
+        codes = run_sweeps(sweeps, log)
+    written = write_tables(profile, sweeps, out_dir, machine)
+    for table in written.tables:
+        log("")
+        log(tables.to_markdown(table))
+    failed = sum(t.failed for t in written.tables)
+    total = sum(t.jobs for t in written.tables)
+    empty = [f"{s.experiment} ({s.kind})" for s, t in zip(sweeps, written.tables) if not any(r.n for r in t.rows)]
+    log(f"[reproduce] wrote {len(written.files)} files under {out_dir}: " + ", ".join(p.name for p in written.files))
+    if written.missing_plots:
+        log("[reproduce] no λ plot to copy (the sweep summary did not write it): " + ", ".join(written.missing_plots))
+    bad_codes = {d: c for d, c in codes.items() if c}
+    if failed or bad_codes or empty:
+        exits = ", ".join(f"{d} ({c})" for d, c in bad_codes.items())
+        log(
+            f"[reproduce] {failed} of {total} jobs did not finish ok (marked † in the tables)"
+            + (f"; famr-run exited non-zero for {len(bad_codes)} sweep(s): {exits}" if bad_codes else "")
+            + (f"; no ok job at all for {', '.join(empty)}" if empty else "")
+            + "."
+        )
+        return 1
+    log(f"[reproduce] all {total} jobs finished ok.")
+    return 0

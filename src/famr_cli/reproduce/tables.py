@@ -1,0 +1,369 @@
+"""The comparison tables: jobs' results.json -> mean ± std over seeds -> Markdown, CSV and LaTeX.
+
+Pure Python (no torch): one :class:`Table` per experiment, one :class:`Row` per method in the field's
+order, the columns of ``scripts/summarize.py --compare`` (UA, RA, TA, forget-test accuracy,
+MIA-Efficacy, Avg. Gap, RTE in seconds and in percent of Retrain). Cells hold the mean and the sample
+standard deviation (n − 1) over the seeds whose job finished ok; a cell whose number of seeds differs
+from the table's says so (``(n=1)``), and rows with failed jobs are marked † and footnoted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from famr_cli.sweep.jobs import Job
+
+# (key, Markdown/CSV header, LaTeX header, value from one ok results.json)
+Getter = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    header: str
+    latex: str
+    get: Getter
+
+
+def _unlearned(key: str) -> Getter:
+    return lambda r: (r.get("metrics") or {}).get("unlearned", {}).get(key)
+
+
+def _rte_pct(r: dict[str, Any]) -> Any:
+    frac = (r.get("timing") or {}).get("rte_frac_of_retrain")
+    return None if frac is None else 100 * frac
+
+
+METRICS = [
+    Metric("UA", "UA", "UA", _unlearned("UA")),
+    Metric("RA", "RA", "RA", _unlearned("RA")),
+    Metric("TA", "TA", "TA", _unlearned("TA")),
+    Metric("forget_test_acc", "forget-test acc", "Forget-test acc", _unlearned("forget_test_acc")),
+    Metric("mia_efficacy", "MIA-Efficacy", "MIA-Efficacy", _unlearned("mia_efficacy")),
+    Metric("avg_gap", "Avg. Gap", r"Avg.\ Gap", lambda r: (r.get("gaps") or {}).get("avg_gap")),
+    Metric("rte_s", "RTE s", "RTE (s)", lambda r: (r.get("timing") or {}).get("unlearn_s")),
+    Metric("rte_pct_of_retrain", "RTE % of Retrain", r"RTE (\% of Retrain)", _rte_pct),
+]
+
+# The field's order and names (DESIGN.md §5); methods not listed follow in the order they appear.
+METHOD_NAMES = {
+    "retrain": "Retrain",
+    "famr": "FAMR",
+    "finetune": "FT",
+    "grad_ascent": "GA",
+    "random_label": "RL",
+    "l1_sparse": "l1-sparse",
+    "salun": "SalUn",
+    "ssd": "SSD",
+    "scrub": "SCRUB",
+}
+LATEX_NAMES = {"l1_sparse": r"$\ell_1$-sparse"}
+HIGHLIGHT = "famr"  # bold in Markdown and LaTeX
+MISSING = "–"
+DAGGER = "†"
+UNITS = "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step."
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float | None  # sample std (n - 1); None for a single value
+    n: int
+
+
+@dataclass
+class Failure:
+    seed: int | None
+    status: str
+    error: str
+    dir: str
+
+
+@dataclass
+class Row:
+    key: str  # the method (or λ) this row aggregates
+    label: str  # its display name
+    latex_label: str
+    seeds: list[int | None] = field(default_factory=list)  # seeds of the ok jobs
+    stats: dict[str, Stat | None] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class Table:
+    experiment: str
+    rows: list[Row]
+    seeds: list[int]  # every seed the table's jobs ran with (failed ones included)
+    devices: list[str]  # results' "device" values
+    forget: str | None = None  # e.g. "class 0 (airplane)"
+    machine: str | None = None  # the host that ran the jobs, e.g. "AMD EPYC, 2 cores"
+    kind: str = "method"  # the rows' header: "method" or "λ"
+    title: str = "Class forgetting"
+
+    @property
+    def jobs(self) -> int:
+        return sum(r.n + len(r.failures) for r in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return sum(len(r.failures) for r in self.rows)
+
+    def caption(self) -> str:
+        seeds = ", ".join(str(s) for s in self.seeds) or "?"
+        spread = f"mean ± std over seeds {seeds}" if len(self.seeds) > 1 else f"seed {seeds}"
+        device = ", ".join(self.devices) or "unknown device"
+        machine = f"{device} ({self.machine})" if self.machine else device
+        parts = [f"{self.title}, {self.experiment}" + (f", forget {self.forget}" if self.forget else ""), spread, f"device: {machine}"]
+        if self.failed:
+            parts.append(f"{self.failed} of {self.jobs} jobs failed ({DAGGER})")
+        return "; ".join(parts) + ". " + UNITS
+
+
+# ---------------------------------------------------------------------------------------------- aggregation
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def aggregate(values: Iterable[Any]) -> Stat | None:
+    """Mean and sample std (n - 1) of the finite values; None when there are none."""
+    xs = [v for v in (_finite(x) for x in values) if v is not None]
+    if not xs:
+        return None
+    return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+
+
+def job_method(job: Job) -> str:
+    return job.overrides.get("method") or (job.results or {}).get("method") or "?"
+
+
+def job_seed(job: Job) -> int | None:
+    value = job.overrides.get("seed")
+    if value is None:
+        value = ((job.results or {}).get("config") or {}).get("seed")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def job_experiment(job: Job, default: str) -> str:
+    return job.overrides.get("experiment", default)
+
+
+def _forget_text(results: dict[str, Any]) -> str | None:
+    forget, names = results.get("forget") or {}, (results.get("dataset") or {}).get("class_names") or []
+    classes = forget.get("classes")
+    if not classes:
+        return forget.get("description")
+    described = [f"{c} ({names[c]})" if isinstance(c, int) and c < len(names) and names[c] != str(c) else str(c) for c in classes]
+    return ("class " if len(described) == 1 else "classes ") + ", ".join(described)
+
+
+def _failure(job: Job) -> Failure:
+    results = job.results or {}
+    error = str(results.get("error") or ("no results.json (the job was killed or never started)" if job.results is None else ""))
+    return Failure(job_seed(job), job.status, error, str(job.dir))
+
+
+def build_table(
+    jobs: list[Job],
+    experiment: str,
+    *,
+    key: Callable[[Job], str] = job_method,
+    order: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    latex_labels: dict[str, str] | None = None,
+    expected: Iterable[str] = (),
+    seeds: Iterable[int] = (),
+    machine: str | None = None,
+    kind: str = "method",
+    title: str = "Class forgetting",
+) -> Table:
+    """One table over ``jobs``: rows grouped by ``key`` (the method by default), aggregated across seeds.
+
+    ``order`` fixes the order of the rows (keys not in it follow in the order they appear);
+    ``expected`` keys get a row even without any job, and ``seeds`` are the seeds planned: a planned
+    (key, seed) pair without a job counts as a missing job.
+    """
+    order = list(METHOD_NAMES) if order is None else order
+    labels = METHOD_NAMES if labels is None else labels
+    latex_labels = LATEX_NAMES if latex_labels is None else latex_labels
+    groups: dict[str, list[Job]] = {k: [] for k in expected}
+    for job in jobs:
+        groups.setdefault(key(job), []).append(job)
+    wanted = [k for k in order if k in groups] + [k for k in groups if k not in order]
+    planned = sorted(set(seeds) | {s for j in jobs if (s := job_seed(j)) is not None})
+    rows = []
+    for name in wanted:
+        members = groups[name]
+        ok = [j for j in members if j.ok]
+        label = labels.get(name, name)
+        row = Row(name, label, latex_labels.get(name, latex_escape(label)), seeds=[job_seed(j) for j in ok])
+        row.failures = [_failure(j) for j in members if not j.ok]
+        ran = {job_seed(j) for j in members}
+        row.failures += [Failure(s, "missing", "no job ran with this seed", "") for s in planned if s not in ran]
+        row.stats = {m.key: aggregate(m.get(j.results) for j in ok) for m in METRICS}
+        rows.append(row)
+    ok_results = [j.results for j in jobs if j.ok and j.results]
+    devices = sorted({str(r.get("device")) for r in ok_results if r.get("device")})
+    forget = next((f for r in ok_results if (f := _forget_text(r))), None)
+    return Table(experiment, rows, planned, devices, forget, machine, kind, title)
+
+
+def method_tables(jobs: list[Job], default_experiment: str, **kwargs: Any) -> list[Table]:
+    """One table per experiment (from each job's ``experiment=`` override, else ``default_experiment``)."""
+    by_experiment: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_experiment.setdefault(job_experiment(job, default_experiment), []).append(job)
+    return [build_table(members, experiment, **kwargs) for experiment, members in by_experiment.items()]
+
+
+def _lam(job: Job) -> str:
+    value = job.overrides.get("method.lam")
+    if value is None:
+        value = (((job.results or {}).get("config") or {}).get("method") or {}).get("lam")
+    return "?" if value is None else format(float(value), "g")
+
+
+def lambda_table(
+    jobs: list[Job], experiment: str, lambdas: Iterable[float] = (), seeds: Iterable[int] = (), machine: str | None = None
+) -> Table:
+    """FAMR's λ sweep: one row per λ (the planned ``lambdas`` and any other the jobs ran), in increasing order."""
+    planned = [format(float(v), "g") for v in lambdas]
+    lams = sorted({*planned, *(_lam(j) for j in jobs)}, key=lambda v: (v == "?", float(v) if v != "?" else 0.0))
+    labels = {v: f"λ = {v}" for v in lams}
+    latex = {v: f"$\\lambda = {v}$" for v in lams}
+    return build_table(
+        jobs,
+        experiment,
+        key=_lam,
+        order=lams,
+        labels=labels,
+        latex_labels=latex,
+        expected=planned,
+        seeds=seeds,
+        machine=machine,
+        kind="λ",
+        title="FAMR's λ trade-off",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def fmt_cell(stat: Stat | None, planned: int, pm: str = " ± ") -> str:
+    if stat is None:
+        return MISSING
+    text = f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f}{pm}{stat.std:.2f}"
+    return text if stat.n == planned or planned <= 1 else f"{text} (n={stat.n})"
+
+
+def _n_cell(row: Row, planned: int) -> str:
+    return str(row.n) if row.n == planned or not planned else f"{row.n} of {planned}"
+
+
+def _footnotes(table: Table) -> list[str]:
+    notes = []
+    for row in table.rows:
+        for f in row.failures:
+            seed = "seed ?" if f.seed is None else f"seed {f.seed}"
+            notes.append(f"{row.label}, {seed}: {f.status}" + (f" ({f.error})" if f.error else ""))
+    return notes
+
+
+def to_markdown(table: Table) -> str:
+    planned = len(table.seeds)
+    head = [table.kind, *(m.header for m in METRICS), "n"]
+    lines = [f"**{table.caption()}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table.rows:
+        label = f"**{row.label}**" if row.key == HIGHLIGHT else row.label
+        label += f" {DAGGER}" if row.failures else ""
+        cells = [fmt_cell(row.stats.get(m.key), planned) for m in METRICS]
+        lines.append("| " + " | ".join([label, *cells, _n_cell(row, planned)]) + " |")
+    notes = _footnotes(table)
+    if notes:
+        lines += ["", *(f"{DAGGER} {n}" for n in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def to_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    head = ["experiment", table.kind if table.kind != "λ" else "lam", "name", "n", "failed"]
+    for m in METRICS:
+        head += [f"{m.key}_mean", f"{m.key}_std"]
+    writer.writerow([*head, "seeds", "devices"])
+    for row in table.rows:
+        cells: list[str] = [table.experiment, row.key, row.label, str(row.n), str(len(row.failures))]
+        for m in METRICS:
+            stat = row.stats.get(m.key)
+            cells += [_csv_number(stat.mean if stat else None), _csv_number(stat.std if stat else None)]
+        cells += [";".join("?" if s is None else str(s) for s in row.seeds), ";".join(table.devices)]
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+    "–": "--",
+    DAGGER: r"$^\dagger$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def to_latex(table: Table) -> str:
+    planned = len(table.seeds)
+    head = [table.kind.capitalize() if table.kind != "λ" else r"$\lambda$", *(m.latex for m in METRICS), "$n$"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{" + latex_escape(table.caption()) + "}",
+        r"\label{tab:" + table.experiment.replace("_", "-") + ("-lambda" if table.kind == "λ" else "") + "}",
+        r"\begin{tabular}{l" + "r" * (len(METRICS) + 1) + "}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        label = rf"\textbf{{{row.latex_label}}}" if row.key == HIGHLIGHT else row.latex_label
+        label += r"$^\dagger$" if row.failures else ""
+        cells = [latex_escape(fmt_cell(row.stats.get(m.key), planned, pm=" ± ")) for m in METRICS]
+        lines.append(" & ".join([label, *cells, latex_escape(_n_cell(row, planned))]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = _footnotes(table)
+    if notes:
+        lines.append(r"\par\footnotesize " + r" \\ ".join(r"$^\dagger$ " + latex_escape(n) for n in notes))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

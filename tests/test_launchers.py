@@ -1,0 +1,104 @@
+"""Scale-out configs (docs/scaling.md): conf/hydra/launcher/{slurm,parallel}.yaml and conf/hydra/sweeper/optuna_gap.yaml.
+
+Each extends a Hydra plugin's own config, so each test skips when that plugin (an extra of
+famr-cli: slurm, parallel, optuna) is not installed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from conftest import read_results, run_cli
+from famr_cli.cli import CONFIG_DIR
+
+TINY = ["train.epochs=2", "method.epochs=2"]
+
+
+def _hydra_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True).hydra
+
+
+def test_slurm_launcher_composes_with_our_defaults_and_takes_overrides():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    hydra = _hydra_cfg(["hydra/launcher=slurm"])
+    launcher = hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.partition is None
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.cpus_per_task) == (1, 1, 8)
+    assert (launcher.mem_gb, launcher.timeout_min) == (64, 240)
+    assert launcher.submitit_folder == f"{hydra.sweep.dir}/.submitit/%j"  # submitit's logs sit in the sweep dir
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=600"]
+    overridden = _hydra_cfg(overrides).launcher
+    assert (overridden.partition, overridden.gpus_per_node, overridden.timeout_min) == ("gpu", 4, 600)
+    assert overridden.mem_gb == 64  # the rest keeps our defaults
+
+
+def test_parallel_launcher_composes_as_joblib_with_two_processes():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    launcher = _hydra_cfg(["hydra/launcher=parallel"]).launcher
+    assert launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert (launcher.n_jobs, launcher.backend, launcher.prefer) == (2, "loky", "processes")
+    assert _hydra_cfg(["hydra/launcher=parallel", "hydra.launcher.n_jobs=4"]).launcher.n_jobs == 4
+
+
+def test_optuna_gap_sweeper_composes_with_seeded_tpe_and_famr_params():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweeper = _hydra_cfg(["hydra/sweeper=optuna_gap"]).sweeper
+    assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert (sweeper.direction, sweeper.study_name, sweeper.n_trials, sweeper.n_jobs) == ("minimize", "famr", 20, 1)
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sweeper.sampler.seed == 0
+    assert sweeper.params["method.lam"] == "tag(log, interval(0.001, 10))"
+    assert sweeper.params["method.lr"] == "tag(log, interval(1e-5, 1e-2))"
+
+
+def test_joblib_sweep_runs_both_jobs_on_one_cached_original(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "hydra/launcher=parallel", "method.lam=0.1,1", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lams = []
+    for job in ("0", "1"):
+        results = read_results(sweep / job)
+        assert results["status"] == "ok", results.get("error")
+        lams.append(results["config"]["method"]["lam"])
+    assert sorted(lams) == [0.1, 1.0]
+    # Both jobs start at once; the cache must make one of them wait for the other's original model.
+    originals = [p for p in (tmp_path / "cache" / "original").iterdir() if p.is_dir()]  # less the entries' lock files
+    assert len(originals) == 1, [p.name for p in originals]
+    # One entry alone does not prove one training (a second save replaces the first): count the trainings.
+    logs = [(sweep / job / "famr.log").read_text() for job in ("0", "1")]
+    assert sum(log.count("No cached original model") for log in logs) == 1, "the original model was trained more than once"
+
+
+def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    overrides = ["-m", "hydra/sweeper=optuna_gap", "hydra.sweeper.n_trials=2", "evaluate.reference=retrain", *TINY]
+    proc = run_cli([*overrides, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert math.isfinite(best["best_value"])
+    assert set(best["best_params"]) == {"method.lam", "method.lr"}
+    gaps = []
+    for job in ("0", "1"):
+        results = read_results(sweep / job)
+        assert results["status"] == "ok", results.get("error")
+        gaps.append(results["gaps"]["avg_gap"])
+    assert best["best_value"] == pytest.approx(min(gaps))  # the sweeper minimised what results.json reports
+
+
+def test_optuna_sweep_goes_on_after_a_trial_without_an_objective(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    # No Retrain reference, so gaps.avg_gap is missing and every trial's objective is NaN (as for a diverged job).
+    overrides = ["-m", "hydra/sweeper=optuna_gap", "hydra.sweeper.n_trials=2", "evaluate.reference=none", *TINY]
+    proc = run_cli([*overrides, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "1" / "results.json").is_file()  # the second trial still ran

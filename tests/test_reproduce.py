@@ -1,0 +1,298 @@
+"""make reproduce: profiles, data preflight, the table generator on canned results, and the smoke profile end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import cli_env
+from famr_cli.reproduce import tables
+from famr_cli.reproduce.data import DataError, DataPlan, find_cifar10, plan_data
+from famr_cli.reproduce.profiles import PROFILES
+from famr_cli.reproduce.runner import plan_sweeps, reproduce
+from famr_cli.sweep.jobs import Job, load_jobs
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "reproduce.py"
+MACHINE = "Test CPU, 2 cores"
+
+
+def results(method: str, seed: int, ua, ra, ta, ft, mia, gap, rte, frac) -> dict:
+    return {
+        "status": "ok",
+        "method": method,
+        "config": {"seed": seed},
+        "dataset": {"class_names": ["airplane", "automobile"]},
+        "forget": {"description": "class airplane", "classes": [0]},
+        "metrics": {"unlearned": {"UA": ua, "RA": ra, "TA": ta, "forget_test_acc": ft, "mia_efficacy": mia}},
+        "gaps": {"avg_gap": gap},
+        "timing": {"unlearn_s": rte, "rte_frac_of_retrain": frac},
+        "device": "cpu",
+    }
+
+
+# 2 methods x 2 seeds; FAMR's figures differ by 2 between seeds (sample std sqrt(2) = 1.41), Retrain's not at all.
+CANNED = [
+    ("famr", 0, results("famr", 0, 96, 80, 78, 4, 3, 26, 2, 0.003)),
+    ("famr", 1, results("famr", 1, 98, 82, 80, 2, 5, 24, 4, 0.005)),
+    ("retrain", 0, results("retrain", 0, 100, 85, 82, 0, 100, 0, 600, 1.0)),
+    ("retrain", 1, results("retrain", 1, 100, 85, 82, 0, 100, 0, 600, 1.0)),
+]
+CAPTION = (
+    "Class forgetting, cifar10_cpu, forget class 0 (airplane); mean ± std over seeds 0, 1; device: cpu (Test CPU, 2 cores). "
+    "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step."
+)
+EXPECTED_MARKDOWN = f"""**{CAPTION}**
+
+| method | UA | RA | TA | forget-test acc | MIA-Efficacy | Avg. Gap | RTE s | RTE % of Retrain | n |
+|---|---|---|---|---|---|---|---|---|---|
+| Retrain | 100.00 ± 0.00 | 85.00 ± 0.00 | 82.00 ± 0.00 | 0.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 | 600.00 ± 0.00 | 100.00 ± 0.00 | 2 |
+| **FAMR** | 97.00 ± 1.41 | 81.00 ± 1.41 | 79.00 ± 1.41 | 3.00 ± 1.41 | 4.00 ± 1.41 | 25.00 ± 1.41 | 3.00 ± 1.41 | 0.40 ± 0.14 | 2 |
+"""
+EXPECTED_LATEX = r"""\begin{table}[t]
+\centering
+\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step.}
+\label{tab:cifar10-cpu}
+\begin{tabular}{lrrrrrrrrr}
+\toprule
+Method & UA & RA & TA & Forget-test acc & MIA-Efficacy & Avg.\ Gap & RTE (s) & RTE (\% of Retrain) & $n$ \\
+\midrule
+Retrain & 100.00 $\pm$ 0.00 & 85.00 $\pm$ 0.00 & 82.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 600.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 2 \\
+\textbf{FAMR} & 97.00 $\pm$ 1.41 & 81.00 $\pm$ 1.41 & 79.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 4.00 $\pm$ 1.41 & 25.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 0.40 $\pm$ 0.14 & 2 \\
+\bottomrule
+\end{tabular}
+\end{table}
+"""  # noqa: E501
+
+
+def canned_jobs() -> list[Job]:
+    return [Job(Path(f"/sweep/{i}"), {"method": m, "seed": str(s)}, r) for i, (m, s, r) in enumerate(CANNED)]
+
+
+def write_sweep(sweep_dir: Path, entries: list[tuple[dict[str, str], dict | None]]) -> None:
+    """A sweep dir as famr-run leaves it: <n>/.hydra/overrides.yaml and, unless None, <n>/results.json."""
+    for num, (overrides, res) in enumerate(entries):
+        job = sweep_dir / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+        if res is not None:
+            (job / "results.json").write_text(json.dumps(res))
+
+
+def test_tables_on_canned_results_markdown_latex_and_csv():
+    table = tables.build_table(canned_jobs(), "cifar10_cpu", expected=("retrain", "famr"), seeds=(0, 1), machine=MACHINE)
+    # Rows in the field's order (Retrain before FAMR), whatever order the jobs came in.
+    assert [r.key for r in table.rows] == ["retrain", "famr"]
+    assert table.failed == 0 and table.jobs == 4
+    assert tables.to_markdown(table) == EXPECTED_MARKDOWN
+    assert tables.to_latex(table) == EXPECTED_LATEX
+
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(table)))}
+    assert list(rows) == ["retrain", "famr"]
+    famr = rows["famr"]
+    assert (famr["name"], famr["n"], famr["failed"], famr["seeds"], famr["devices"]) == ("FAMR", "2", "0", "0;1", "cpu")
+    assert float(famr["UA_mean"]) == 97.0 and float(famr["UA_std"]) == pytest.approx(2**0.5, abs=1e-6)
+    assert float(famr["avg_gap_mean"]) == 25.0 and float(famr["rte_s_mean"]) == 3.0
+    assert float(famr["rte_pct_of_retrain_mean"]) == pytest.approx(0.4) and float(famr["rte_pct_of_retrain_std"]) == pytest.approx(0.141421)
+    assert float(rows["retrain"]["TA_mean"]) == 82.0 and float(rows["retrain"]["TA_std"]) == 0.0
+
+
+def test_one_seed_shows_the_mean_alone_and_names_are_escaped():
+    jobs = [Job(Path("/s/0"), {"method": "l1_sparse", "seed": "0"}, results("l1_sparse", 0, 99.5, 84, 81, 0.5, 100, 0.75, 106.1, 0.157))]
+    table = tables.build_table(jobs, "cifar10_cpu", machine=MACHINE)
+    md = tables.to_markdown(table)
+    assert "seed 0; device" in md
+    assert "| l1-sparse | 99.50 | 84.00 | 81.00 | 0.50 | 100.00 | 0.75 | 106.10 | 15.70 | 1 |" in md
+    assert r"$\ell_1$-sparse & 99.50 & 84.00" in tables.to_latex(table)
+    assert tables.latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
+    assert tables.to_csv(table).splitlines()[1].startswith("cifar10_cpu,l1_sparse,l1-sparse,1,0,99.500000,,84.000000,")
+
+
+def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
+    sweep = tmp_path / "methods"
+    ok = [({"method": m, "seed": str(s)}, r) for m, s, r in CANNED]
+    ok[1] = ({"method": "famr", "seed": "1"}, {"status": "diverged", "method": "famr", "error": "Non-finite loss in epoch 2."})
+    # A job killed before it wrote results.json (only .hydra/) and a method whose every job failed.
+    write_sweep(
+        sweep, [*ok, ({"method": "ssd", "seed": "0"}, None), ({"method": "ssd", "seed": "1"}, {"status": "failed", "method": "ssd"})]
+    )
+    table = tables.build_table(load_jobs(sweep), "cifar10_cpu", expected=("retrain", "famr", "ssd", "scrub"), seeds=(0, 1), machine=MACHINE)
+
+    assert [r.key for r in table.rows] == ["retrain", "famr", "ssd", "scrub"]
+    assert table.failed == 5 and table.jobs == 8  # famr seed 1, ssd x2, scrub x2 (never ran)
+    famr = table.rows[1]
+    assert famr.n == 1 and famr.stats["UA"] == tables.Stat(96.0, None, 1)
+    md = tables.to_markdown(table)
+    assert "5 of 8 jobs failed (†)" in md
+    assert "| **FAMR** † | 96.00 (n=1) | 80.00 (n=1) |" in md and md.split("\n")[5].endswith("| 1 of 2 |")
+    assert "| SSD † | – | – | – | – | – | – | – | – | 0 of 2 |" in md
+    assert "† FAMR, seed 1: diverged (Non-finite loss in epoch 2.)" in md
+    assert "† SSD, seed 0: missing (no results.json (the job was killed or never started))" in md
+    assert "† SCRUB, seed 1: missing (no job ran with this seed)" in md
+    assert "| Retrain | 100.00 ± 0.00 |" in md
+    tex = tables.to_latex(table)
+    assert r"\textbf{FAMR}$^\dagger$ & 96.00 (n=1)" in tex and r"$^\dagger$ FAMR, seed 1: diverged" in tex
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(table))))
+    assert [(r["method"], r["n"], r["failed"]) for r in rows] == [
+        ("retrain", "2", "0"),
+        ("famr", "1", "1"),
+        ("ssd", "0", "2"),
+        ("scrub", "0", "2"),
+    ]
+    assert rows[2]["UA_mean"] == ""
+
+    # The runner, rebuilding from the sweep dirs: files written, failures reported, exit 1.
+    profile = PROFILES["cpu"]
+    runs = tmp_path / "runs"
+    sweeps = plan_sweeps(profile, runs, DataPlan(), famr_run=["famr-run"])
+    write_sweep(sweeps[0].dir, [({"method": m, "seed": str(s)}, r) for m, s, r in CANNED[:3]])
+    lam = results("famr", 0, 90, 80, 78, 4, 3, 26, 2, 0.003)
+    write_sweep(sweeps[1].dir, [({"method": "famr", "method.lam": "0.1", "seed": "0"}, lam)])
+    (sweeps[1].dir / "tradeoff.png").write_bytes(b"\x89PNG")
+    out, log = tmp_path / "tables", []
+    assert reproduce(profile, sweeps, out, runs, tables_only=True, log=log.append) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"cpu_cifar10_cpu{s}" for s in (".md", ".csv", ".tex", "_lambda.md", "_lambda.csv", "_lambda.tex", "_lambda_tradeoff.png")]
+    )
+    assert "| λ = 0.1 | 90.00 |" in (out / "cpu_cifar10_cpu_lambda.md").read_text()
+    assert any("did not finish ok" in line for line in log)
+
+
+def test_profiles_as_specified():
+    paper, cpu, smoke = PROFILES["paper"], PROFILES["cpu"], PROFILES["smoke"]
+    methods = ("retrain", "famr", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "ssd", "scrub")
+    assert paper.experiments == ("cifar10_resnet18", "cifar10_vit", "imagenet100_resnet18") and paper.methods == methods
+    assert paper.seeds == (0, 1, 2) and paper.seed_overrides(paper.seeds) == ["seed=0,1,2"]
+    assert cpu.experiments == ("cifar10_cpu",) and cpu.methods == methods
+    assert cpu.seed_overrides(cpu.seeds) == ["seed=0,1", "train.seed=0"]
+    assert paper.lambdas == cpu.lambdas == (0.01, 0.03, 0.1, 0.3, 1.0)
+    assert smoke.hidden and smoke.experiments == ("quickstart",) and set(smoke.methods) == {"famr", "finetune", "retrain"}
+
+
+FAKE_FAMR_RUN = """
+import json, pathlib, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+sweep = pathlib.Path(args["hydra.sweep.dir"])
+for num, method in enumerate(args["method"].split(",")):
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- method={method}\\n- seed=0\\n")
+    status = "failed" if method == "ssd" else "ok"
+    res = {"status": status, "method": method, "metrics": {"unlearned": {"UA": 50.0}}, "timing": {"unlearn_s": 1.0}, "device": "cpu"}
+    (job / "results.json").write_text(json.dumps(res))
+sys.exit(2 if "ssd" in args["method"] else 0)
+"""
+
+
+def test_runner_builds_tables_from_the_ok_jobs_when_famr_run_fails(tmp_path):
+    profile = replace(PROFILES["cpu"], methods=("famr", "ssd"), seeds=(0,))
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    sweeps = plan_sweeps(profile, runs, DataPlan(), famr_run=[sys.executable, "-c", FAKE_FAMR_RUN])
+    (sweeps[0].dir / "0").mkdir(parents=True)  # a previous run's sweep is set aside, not mixed in
+    log: list[str] = []
+    assert reproduce(profile, sweeps, out, runs, log=log.append) == 1
+    assert len(list(sweeps[0].dir.parent.glob("methods.prev-*/0"))) == 1
+    md = (out / "cpu_cifar10_cpu.md").read_text()
+    assert "| **FAMR** | 50.00 | – |" in md and "| SSD † | – |" in md and "1 of 2 jobs failed" in md
+    assert any("famr-run exited non-zero for 1 sweep(s)" in line for line in log)
+    assert (runs / "cpu" / "machine.txt").read_text().strip() in md
+
+
+def run_script(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_prints_the_commands(tmp_path):
+    args = ["--profile", "cpu", "--data", str(tmp_path), "--dry-run", "--runs", str(tmp_path / "runs")]
+    # A dry run never stops on data: it says what would stop the real run, then prints the commands.
+    proc = run_script(args, cli_env(tmp_path), tmp_path)
+    assert (
+        proc.returncode == 0 and f"# a real run would stop here: CIFAR-10 at {tmp_path} (DATA / --data) has neither train/" in proc.stdout
+    )
+    (tmp_path / "train").mkdir()
+    proc = run_script(args, cli_env(tmp_path), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    commands = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert len(commands) == 2
+    assert commands[0].endswith(
+        "famr-run -m experiment=cifar10_cpu method=retrain,famr,finetune,grad_ascent,random_label,l1_sparse,salun,ssd,scrub "
+        f"seed=0,1 train.seed=0 dataset.root={tmp_path} progress=false hydra.sweep.dir={tmp_path}/runs/cpu/cifar10_cpu/methods"
+    )
+    assert "method=famr method.lam=0.01,0.03,0.1,0.3,1 seed=0 train.seed=0" in commands[1]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cifar10_sources_in_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAMR_CIFAR10_ROOT", raising=False)
+    monkeypatch.delenv("FAMR_SHARED_DATA", raising=False)
+    repo, cache = tmp_path / "work" / "repo", tmp_path / "cache"
+    with pytest.raises(DataError, match=r"^No local CIFAR-10 found .*--allow-download to let torchvision fetch it\.$"):
+        find_cifar10(None, repo, cache, allow_download=False)
+    assert find_cifar10(None, repo, cache, allow_download=True)[0] is None
+    paper = plan_data(PROFILES["paper"].with_experiments(("cifar10_vit",)), repo, cache, None, None, allow_download=False)
+    assert paper.overrides == {"cifar10_vit": ["dataset.root=null"]}  # the paper profile may download
+    (cache / "downloads" / "cifar-10-batches-py").mkdir(parents=True)
+    assert find_cifar10(None, repo, cache, False)[0] == cache / "downloads"
+    (tmp_path / "work" / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "work" / "shared" / "data" / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    assert find_cifar10(None, repo, cache, False)[0] == tmp_path / "work" / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    monkeypatch.setenv("FAMR_SHARED_DATA", str(tmp_path))
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    assert find_cifar10(None, repo, cache, False)[0] == tmp_path / "cifar10-jpeg.tar.gz"
+    monkeypatch.setenv("FAMR_CIFAR10_ROOT", str(tmp_path / "cifar10-jpeg.tar.gz"))
+    assert find_cifar10(None, repo, cache, False) == (tmp_path / "cifar10-jpeg.tar.gz", "FAMR_CIFAR10_ROOT")
+    assert find_cifar10(str(cache / "downloads"), repo, cache, False) == (cache / "downloads", "DATA / --data")
+
+
+def test_missing_data_exits_2_with_one_sentence_before_running_anything(tmp_path):
+    runs = tmp_path / "runs"
+    proc = run_script(["--profile", "cpu", "--data", "/nonexistent", "--runs", str(runs)], cli_env(tmp_path), tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "CIFAR-10 not found at /nonexistent (DATA / --data): pass DATA=/path/to/cifar10 (a folder or .tar.gz in the CIFAR layout) "
+        "or set FAMR_CIFAR10_ROOT.\n"
+    )
+    assert proc.stdout == "" and not runs.exists()
+    # The same for a missing FAMR_CIFAR10_ROOT and, in the paper profile, a missing ImageNet.
+    proc = run_script(["--profile", "cpu", "--runs", str(runs)], cli_env(tmp_path, FAMR_CIFAR10_ROOT="/nope"), tmp_path)
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("CIFAR-10 not found at /nope (FAMR_CIFAR10_ROOT)")
+        and "Traceback" not in proc.stderr
+    )
+    (tmp_path / "cifar" / "train").mkdir(parents=True)
+    args = ["--profile", "paper", "--data", str(tmp_path / "cifar"), "--imagenet", "/nope", "--runs", str(runs)]
+    proc = run_script(args, cli_env(tmp_path), tmp_path)
+    assert proc.returncode == 2 and "ImageNet not found at /nope" in proc.stderr and "Traceback" not in proc.stderr
+    assert not runs.exists()
+
+
+def test_smoke_profile_end_to_end(tmp_path):
+    out, runs = tmp_path / "tables", tmp_path / "runs"
+    proc = run_script(["--profile", "smoke", "--out", str(out), "--runs", str(runs)], cli_env(tmp_path), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for suffix in (".md", ".csv", ".tex"):
+        assert (out / f"smoke_quickstart{suffix}").is_file() and (out / f"smoke_quickstart_lambda{suffix}").is_file()
+    rows = list(csv.DictReader((out / "smoke_quickstart.csv").open()))
+    assert [(r["method"], r["n"], r["failed"], r["seeds"]) for r in rows] == [
+        ("retrain", "2", "0", "0;1"),
+        ("famr", "2", "0", "0;1"),
+        ("finetune", "2", "0", "0;1"),
+    ]
+    assert all(r["UA_mean"] and r["rte_s_mean"] and r["avg_gap_mean"] for r in rows)
+    md = (out / "smoke_quickstart.md").read_text()
+    assert "mean ± std over seeds 0, 1; device: cpu (" in md and "| **FAMR** |" in md
+    lam = list(csv.DictReader((out / "smoke_quickstart_lambda.csv").open()))
+    assert [r["lam"] for r in lam] == ["0.01", "0.1", "1"] and all(r["n"] == "1" for r in lam)
+    # The cpu profile's seed scheme: one original model and one Retrain for both seeds.
+    jobs = load_jobs(runs / "smoke" / "quickstart" / "methods")
+    assert len({j.results["cache"]["original"]["key"] for j in jobs}) == 1
+    assert len({j.results["cache"]["retrain"]["key"] for j in jobs}) == 1
