@@ -18,6 +18,7 @@ from famr_cli.cache import build_once
 from famr_cli.cli import objective_value
 from famr_cli.runtime import threads_per_job
 from famr_cli.sweep.callback import sweep_group
+from famr_cli.sweep.summary import write_summary
 from wandb_records import run_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,6 +174,18 @@ def test_summarize_script_rebuilds_the_summary_of_a_finished_sweep_and_counts_mi
     assert "3 jobs, 2 ok, 1 not ok" in proc.stdout and "| 1 | 1 | famr | 40.00 | 89.50 |" in proc.stdout
     assert (sweep / "accuracy_vs_lam.png").read_bytes().startswith(PNG_MAGIC)
     assert (sweep / "tradeoff.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_method_sweep_summary_has_one_method_column_and_labels_points_by_method(tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, method in enumerate(("famr", "finetune")):
+        results = {**_ok_results(0.1, 10.0 * num, 88.0), "method": method}
+        _fake_job(sweep, num, [f"method={method}", "dataset.root=/some/long/path"], results)
+    summary, files = write_summary(sweep)
+    header = (sweep / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header.count("method") == 1 and "dataset.root" not in header
+    assert [row["method"] for row in summary.rows()] == ["famr", "finetune"]
+    assert {p.name for p in files} == {"summary.csv", "summary.md", "tradeoff.png"}  # no numeric key: no accuracy_vs plot
 
 
 @pytest.mark.parametrize(

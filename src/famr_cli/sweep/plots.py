@@ -93,7 +93,7 @@ def tradeoff_plot(summary: SweepSummary, path: Path) -> Path:
                 continue
             xs.append(x)
             ys.append(y)
-            text = f"{value:g}" if along else ", ".join(f"{v}" for v in job.overrides.values()) or job.dir.name
+            text = f"{value:g}" if along else ", ".join(str(job.overrides.get(k, "")) for k in summary.keys) or job.dir.name
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         name = label or (f"unlearned (labels: {along})" if along else "jobs")
         ax.plot(xs, ys, marker="o", linestyle="-" if along else "none", label=name)

@@ -72,7 +72,8 @@ class SweepSummary:
 
     def row(self, job: Job) -> dict[str, Any]:
         row: dict[str, Any] = {"job": job.dir.name, **{k: job.overrides.get(k, "") for k in self.keys}}
-        row["method"] = (job.results or {}).get("method", "")
+        # A method sweep's swept key *is* the method column: keep one, not a duplicate CSV header.
+        row.setdefault("method", (job.results or {}).get("method", ""))
         row["status"] = job.status
         for name, path in FIGURES:
             value = _number(_get(job.results, path)) if job.ok else None
@@ -118,7 +119,7 @@ def _cell(value: Any) -> str:
 
 def to_csv(summary: SweepSummary) -> str:
     rows = summary.rows()
-    columns = ["job", *summary.keys, "method", "status", *(name for name, _ in FIGURES), "original_cached", "error"]
+    columns = list(dict.fromkeys(["job", *summary.keys, "method", "status", *(name for name, _ in FIGURES), "original_cached", "error"]))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -133,7 +134,7 @@ MD_FIGURES = ["forget_test_acc", "retain_test_acc", "test_acc", "UA", "RA", "TA"
 def to_markdown(summary: SweepSummary) -> str:
     rows = summary.rows()
     ok = len(summary.jobs) - len(summary.failed)
-    head = ["job", *summary.keys, "method", *MD_FIGURES, "status"]
+    head = list(dict.fromkeys(["job", *summary.keys, "method", *MD_FIGURES, "status"]))
     lines = [
         f"# Sweep summary: {summary.sweep_dir}",
         "",
