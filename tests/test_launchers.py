@@ -70,19 +70,25 @@ def test_joblib_sweep_runs_both_jobs_on_one_cached_original(tmp_path):
         lams.append(results["config"]["method"]["lam"])
     assert sorted(lams) == [0.1, 1.0]
     # Both jobs start at once; the cache must make one of them wait for the other's original model.
-    originals = [p for p in (tmp_path / "cache" / "original").iterdir() if p.is_dir()]  # less the entries' lock files
+    originals = [p for p in (tmp_path / "cache" / "original").iterdir() if p.is_dir()]
     assert len(originals) == 1, [p.name for p in originals]
     # One entry alone does not prove one training (a second save replaces the first): count the trainings.
     logs = [(sweep / job / "famr.log").read_text() for job in ("0", "1")]
     assert sum(log.count("No cached original model") for log in logs) == 1, "the original model was trained more than once"
 
 
-def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+def _optuna_sweep(tmp_path, reference: str):
+    """A 2-trial Optuna study on digits; returns its sweep dir once famr-run exited 0."""
     sweep = tmp_path / "sweep"
-    overrides = ["-m", "hydra/sweeper=optuna_gap", "hydra.sweeper.n_trials=2", "evaluate.reference=retrain", *TINY]
+    overrides = ["-m", "hydra/sweeper=optuna_gap", "hydra.sweeper.n_trials=2", reference, *TINY]
     proc = run_cli([*overrides, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = _optuna_sweep(tmp_path, "evaluate.reference=retrain")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert math.isfinite(best["best_value"])
     assert set(best["best_params"]) == {"method.lam", "method.lr"}
@@ -96,9 +102,7 @@ def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
 
 def test_optuna_sweep_goes_on_after_a_trial_without_an_objective(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    sweep = tmp_path / "sweep"
-    # No Retrain reference, so gaps.avg_gap is missing and every trial's objective is NaN (as for a diverged job).
-    overrides = ["-m", "hydra/sweeper=optuna_gap", "hydra.sweeper.n_trials=2", "evaluate.reference=none", *TINY]
-    proc = run_cli([*overrides, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # No Retrain reference, so gaps.avg_gap is missing and every trial's objective is +inf (as for a diverged job).
+    sweep = _optuna_sweep(tmp_path, "evaluate.reference=none")
     assert (sweep / "1" / "results.json").is_file()  # the second trial still ran
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] == math.inf

@@ -40,9 +40,12 @@ T = TypeVar("T")
 
 @contextmanager
 def cache_lock(entry_path: Path, what: str) -> Iterator[None]:
-    """Hold ``<entry_path>.lock`` (an OS file lock: released even if the holder is SIGKILLed)."""
+    """Hold ``.<key>.lock`` beside the entry (an OS file lock: released even if the holder is SIGKILLed).
+
+    Hidden, like the staging dirs, so a listing of the cache shows entries only.
+    """
     entry_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(entry_path) + ".lock")
+    lock = FileLock(str(entry_path.with_name(f".{entry_path.name}.lock")))
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -22,6 +22,7 @@ from famr_cli.batches import Augment
 from famr_cli.cache import CacheEntry, build_once, cache_key
 from famr_cli.dataset import ImageData, load_dataset
 from famr_cli.errors import DivergedError
+from famr_cli.evaluate.certificate.run import output_drift
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.evaluate.model_eval import Predictions, predict_all
 from famr_cli.evaluate.report import EvalSettings, compare_to_reference, evaluate_model_scores
@@ -327,6 +328,9 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
     if report.recorded_s is not None:
         unlearn_s = report.recorded_s
+    certify_start = time.perf_counter()
+    diagnostics = p.method.certify(unlearned, original.model, ctx, p.eval) if p.eval.certificate else {}
+    certify_s = time.perf_counter() - certify_start
 
     eval_start = time.perf_counter()
     evaluations = {"original": cached_evaluation(cfg, original, p, "original"), "unlearned": evaluate(unlearned, p)}
@@ -341,7 +345,11 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         )
     params = [q.detach() for q in unlearned.parameters()]
     theta0 = [q.detach() for q in original.model.parameters()]
-    certificate = {"param_dist": parameter_distance(params, theta0), **report.certificate}
+    certificate = {"param_dist": parameter_distance(params, theta0), **report.certificate, **diagnostics}
+    if p.eval.certificate:
+        before, after = evaluations["original"].preds.test_probs, evaluations["unlearned"].preds.test_probs
+        certificate.update(output_drift(before, after, p.split.retain_test))
+        certificate["certify_s"] = certify_s
     eval_s = time.perf_counter() - eval_start
     retrain_s = None if retrain is None else retrain.recorded_train_s
     cache_info: dict[str, Any] = {"original": {"key": original.key, "hit": original.hit}}

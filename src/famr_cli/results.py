@@ -82,4 +82,33 @@ def summary_table(results: dict[str, Any]) -> str:
             f"JS to Retrain: D_f {gaps.get('js_forget', float('nan')):.4f}, test {gaps.get('js_test', float('nan')):.4f} | "
             f"RTE {timing['unlearn_s']:.2f} s{share}"
         )
+    lines += certificate_lines(results["certificate"])
     return "\n".join(lines)
+
+
+def _g(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def certificate_lines(cert: dict[str, Any]) -> list[str]:
+    """The certificate (docs/theory.md) in words: stationarity, the head's Newton/influence check, output drift."""
+    lines = []
+    if "grad_norm" in cert:
+        dist = cert.get("anchored_param_dist", cert["param_dist"])
+        lines.append(
+            f"certificate: g* = ||grad L_f(theta*)|| {_g(cert['grad_norm'])} | g*/(2 lam) {_g(cert['stationarity_bound'])} "
+            f"vs ||theta*-theta0|| {_g(dist)} | residual ||grad L_f + 2 lam (theta*-theta0)|| {_g(cert['stationarity_residual'])}"
+        )
+    if "newton_rel_dist" in cert:
+        lines.append(
+            f"head update vs damped Newton step: relative distance {_g(cert['newton_rel_dist'])}, cosine {_g(cert.get('newton_cosine'))} | "
+            f"vs influence (Retrain) step: relative distance {_g(cert.get('influence_rel_dist'))}, "
+            f"cosine {_g(cert.get('influence_cosine'))}"
+        )
+    if "drift_kl_mean" in cert:
+        changed = cert["changed_predictions"]
+        lines.append(
+            f"drift on retained test images: KL(original||unlearned) mean {_g(cert['drift_kl_mean'])}, max {_g(cert['drift_kl_max'])} | "
+            f"{'n/a' if changed is None else f'{100 * changed:.2f} %'} of their predictions changed"
+        )
+    return lines

@@ -35,6 +35,10 @@ class EvalSettings:
     batch_size: int = 1024
     autocast: torch.dtype | None = None
     seed: int = 0
+    certificate: bool = True
+    newton_tol: float = 1e-8
+    newton_max_iter: int = 1000
+    influence_damping: float = 1e-3
 
     @classmethod
     def from_config(cls, cfg: DictConfig, autocast: torch.dtype | None) -> EvalSettings:
@@ -45,8 +49,28 @@ class EvalSettings:
             raise FamrError(f"evaluate.mia_max_shadow must be at least 1 (got {section.mia_max_shadow}); try 5000.")
         if int(cfg.eval_batch_size) < 1:
             raise FamrError(f"eval_batch_size must be at least 1 (got {cfg.eval_batch_size}).")
+        newton = section.get("newton") or {}
+        tol, max_iter, damping = (
+            float(newton.get("tol", 1e-8)),
+            int(newton.get("max_iter", 1000)),
+            float(newton.get("influence_damping", 1e-3)),
+        )
+        if not (0 < tol < 1) or max_iter < 1 or damping < 0:
+            raise FamrError(
+                "evaluate.newton needs 0 < tol < 1, max_iter >= 1 and influence_damping >= 0 "
+                f"(got tol={tol}, max_iter={max_iter}, influence_damping={damping}); the defaults are 1e-8, 1000, 1e-3."
+            )
         return cls(
-            str(section.reference), bool(section.mia), int(section.mia_max_shadow), int(cfg.eval_batch_size), autocast, int(cfg.seed)
+            str(section.reference),
+            bool(section.mia),
+            int(section.mia_max_shadow),
+            int(cfg.eval_batch_size),
+            autocast,
+            int(cfg.seed),
+            bool(section.get("certificate", True)),
+            tol,
+            max_iter,
+            damping,
         )
 
     def cache_inputs(self) -> dict[str, Any]:

@@ -98,6 +98,14 @@ class UnlearningMethod(ABC):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         """Edit ``model`` (a copy of the original) in place so that it forgets ``ctx.split``."""
 
+    def certify(self, model: nn.Module, original: nn.Module, ctx: UnlearnContext, settings: Any) -> dict[str, Any]:
+        """Diagnostics of the finished unlearning for results.json's ``certificate`` (FAMR: stationarity).
+
+        Called after the timed step, so what it costs never counts in the method's RTE; ``settings``
+        is the evaluate section (:class:`famr_cli.evaluate.report.EvalSettings`).
+        """
+        return {}
+
 
 METHODS: Registry[type[UnlearningMethod]] = Registry("method", "method=<name>")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,15 @@ import torch.nn.functional as F
 
 from famr_cli.backbone import classifier_parameter_names
 from famr_cli.errors import FamrError
+from famr_cli.evaluate.certificate.newton import (
+    classifier_head,
+    famr_head_newton,
+    head_delta,
+    head_features,
+    influence_removal_step,
+    relative_distance,
+)
+from famr_cli.evaluate.certificate.run import mean_gradient, stationarity
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
 from famr_cli.train.loop import LoopHooks, run_loop
@@ -214,3 +224,71 @@ class FAMR(UnlearningMethod):
             epoch_losses=result.epoch_losses,
             certificate={"anchored_param_dist": parameter_distance([p.detach() for p in anchored], theta0), "steps": result.steps},
         )
+
+    def certify(self, model: nn.Module, original: nn.Module, ctx: UnlearnContext, settings: Any) -> dict[str, Any]:
+        """g* = ‖∇L_f(θ*)‖ over one un-augmented pass of D_f and the stationarity identity (docs/theory.md).
+
+        With retain_kd the objective has a third term, so the residual measures FAMR's own terms only.
+        """
+        c = self.cfg
+        params = self._trainable(model)
+        anchored = {id(p) for p in self._anchored(model)}
+        names = {id(p): n for n, p in model.named_parameters()}
+        reference = dict(original.named_parameters())
+        theta0 = [reference[names[id(p)]].detach() if id(p) in anchored else None for p in params]
+        model.train()
+        if c.bn == "eval":
+            freeze_batchnorm(model)  # the same network function FAMR minimised
+        batches = ctx.batches(ctx.split.forget_train, int(c.batch_size), shuffle=False)
+        grad_f = mean_gradient(model, params, FORGET_LOSSES[c.loss], batches)
+        model.eval()
+        figures = stationarity(grad_f, params, theta0, float(c.lam))
+        if c.get("head_only", False):
+            figures.update(self._head_predictions(model, original, ctx, settings))
+        return figures
+
+    def _head_predictions(self, model: nn.Module, original: nn.Module, ctx: UnlearnContext, settings: Any) -> dict[str, Any]:
+        """head_only: FAMR's head update against the exact damped-Newton step of its own objective and
+        against the influence-function step that approximates retraining the head without D_f.
+
+        Both use the original backbone's eval-mode features (the backbone does not move under
+        head_only); HVPs + CG, no dense Hessian (famr_cli/evaluate/certificate/newton.py).
+        """
+        c, split, batch = self.cfg, ctx.split, int(self.cfg.batch_size)
+        before, after = classifier_head(original), classifier_head(model)
+        moved = head_delta(before, after)
+        feats_f = head_features(original, ctx.batches(split.forget_train, batch, shuffle=False))
+        solve = {"tol": settings.newton_tol, "max_iter": settings.newton_max_iter}
+        newton = famr_head_newton(feats_f, before.weight, before.bias, float(c.lam), c.loss, **solve)
+        feats_r = head_features(original, ctx.batches(split.retain_train, batch, shuffle=False))
+        labels = ctx.data.y_train.to(feats_r.device)
+        influence = influence_removal_step(
+            feats_r,
+            labels[split.retain_train.to(labels.device)],
+            feats_f,
+            labels[split.forget_train.to(labels.device)],
+            before.weight,
+            before.bias,
+            damping=settings.influence_damping,
+            **solve,
+        )
+
+        def compare(step: torch.Tensor | None) -> tuple[float, float]:
+            if step is None:  # CG met negative curvature: no step to compare with
+                return math.nan, math.nan
+            cosine = float(F.cosine_similarity(moved.to(step), step.reshape(-1), dim=0))
+            return relative_distance(moved, step), cosine
+
+        newton_dist, newton_cos = compare(newton.delta)
+        influence_dist, influence_cos = compare(influence.delta)
+        return {
+            "head_update_norm": float(moved.norm()),
+            "newton_rel_dist": newton_dist,
+            "newton_cosine": newton_cos,
+            "influence_rel_dist": influence_dist,
+            # The removal step's length is ill-defined when a whole class leaves (L_r has no finite
+            # minimiser), so its direction is the meaningful comparison.
+            "influence_cosine": influence_cos,
+            "newton": newton.as_dict(),
+            "influence": influence.as_dict(),
+        }

@@ -68,13 +68,21 @@ def accuracy_plot(summary: SweepSummary, key: str, path: Path) -> Path:
         _reference_lines(ax, summary, figure)
         if values and min(values) > 0:
             ax.set_xscale("log")
-        ax.set_xlabel(key)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_axes(ax, key, ylabel)
     fig.suptitle(f"{summary.sweep_dir.name}: accuracy vs {key}")
+    return _save(fig, path)
+
+
+def _label_axes(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plt.close(fig)  # sweeps of many keys must not accumulate open figures
     return path
 
 
@@ -102,14 +110,9 @@ def tradeoff_plot(summary: SweepSummary, path: Path) -> Path:
         if x is not None and y is not None:
             color, marker = REFERENCE_STYLE[name]
             ax.scatter([x], [y], color=color, marker=marker, s=120, zorder=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _label_axes(ax, xlabel, ylabel)
     ax.set_title(f"{summary.sweep_dir.name}: forget vs retain")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_plots(summary: SweepSummary) -> list[Path]:

@@ -1,0 +1,434 @@
+"""The Newton / influence prediction on the classifier head, solved exactly without a dense Hessian.
+
+With the backbone's features fixed (``method.head_only=true``), FAMR's problem on the head
+theta = (W, b), logits = features @ W.T + b, is small:
+
+    theta* = argmin  L_f(theta) + lam * ||theta - theta_0||^2
+
+and one damped-Newton step from theta_0 predicts the move (DESIGN.md §2, the "certificate"):
+
+    delta = -(H_f + 2 lam I)^-1 grad L_f(theta_0),     H_f = Hessian of L_f at theta_0.
+
+The anchor's gradient vanishes at theta_0, so only L_f's gradient enters. For ``kl_uniform``
+(cross-entropy to the uniform target) L_f is convex in the logits and the logits are linear in
+theta, so H_f is PSD and H_f + 2 lam I is SPD for any lam > 0. For ``entropy`` (KL(p||u)) H_f is
+indefinite once predictions are confident; conjugate gradient still solves the system when
+2 lam exceeds |lambda_min(H_f)|, and otherwise meets a direction with p^T A p <= 0, which is
+reported (``NewtonResult.negative_curvature``) instead of returning a meaningless step.
+
+:func:`influence_removal_step` is the influence-function (Newton) approximation of retraining the
+head on the retained data alone: delta_IF = -(H_r + damping I)^-1 grad L_r(theta_0), L_r the mean
+cross-entropy with the true labels on D_r. These are our derivations of standard results.
+
+Everything is functional in a flat parameter vector [W.flatten(), b], batched (the loss is one
+matmul plus a log-softmax over all features), device-agnostic (it runs where the features live)
+and solved in float64 by default, so CG reaches a relative residual of 1e-8 from float32 inputs.
+Hessian-vector products come from double backward through a graph built once per solve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from famr_cli.errors import FamrError
+
+# Ours: the cross-entropy Hessian of a softmax head is singular. Adding the same vector a to every
+# row of W and the same constant c to every bias leaves every softmax (and so the loss) unchanged,
+# so H_r has a (D+1)-dimensional null space; an overparameterised head (D >= |D_r|, or a nearly
+# separable one whose probabilities saturate) adds many near-zero eigenvalues. A small damping
+# makes the system SPD and CG's convergence bounded, while biasing the step by only about
+# damping / (lambda + damping) along each eigen-direction lambda of H_r.
+DEFAULT_IF_DAMPING = 1e-3
+
+HEAD_LOSSES = ("kl_uniform", "entropy", "cross_entropy")
+
+
+# --------------------------------------------------------------------------------------------
+# The head and its features
+# --------------------------------------------------------------------------------------------
+
+
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The model's classifier head through timm's ``get_classifier`` (ResNet ``fc``, ViT ``head``)."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if get_classifier is None:
+        raise FamrError(
+            f"{type(model).__name__} has no get_classifier(); the head certificate needs a timm model whose classifier is nn.Linear."
+        )
+    head = get_classifier()
+    if not isinstance(head, nn.Linear):
+        raise FamrError(
+            f"The classifier of {type(model).__name__} is {type(head).__name__}, not nn.Linear; "
+            "the head certificate needs a linear head (build the model with num_classes > 0)."
+        )
+    return head
+
+
+def head_features(model: nn.Module, x_batches: Iterable[torch.Tensor | tuple | list]) -> torch.Tensor:
+    """Pre-logit features ``forward_head(forward_features(x), pre_logits=True)``, in eval mode, no grad.
+
+    ``x_batches`` yields input tensors, or ``(x, y, ...)`` tuples whose first item is the input.
+    Each batch is moved to the model's device; the model's train/eval mode is restored afterwards.
+    Returns an (N, D) tensor with ``classifier_head(model)(features) == model(x)``.
+    """
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        raise FamrError(f"{type(model).__name__} lacks timm's forward_features/forward_head; the head certificate needs a timm model.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        with torch.no_grad():
+            for batch in x_batches:
+                x = batch[0] if isinstance(batch, tuple | list) else batch
+                chunks.append(model.forward_head(model.forward_features(x.to(device)), pre_logits=True))
+    finally:
+        model.train(was_training)
+    if not chunks:
+        raise ValueError("head_features got no batches.")
+    features = torch.cat(chunks)
+    if features.ndim != 2:
+        shape = tuple(features.shape)
+        raise FamrError(f"{type(model).__name__}'s pre-logit features have shape {shape}, not (N, D); no linear head certificate.")
+    return features
+
+
+# --------------------------------------------------------------------------------------------
+# Flat head parameters and the losses over fixed features
+# --------------------------------------------------------------------------------------------
+
+
+def flatten_head(weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """theta = [W.flatten(), b]: the flat layout every function here uses."""
+    flat = weight.detach().reshape(-1)
+    return flat if bias is None else torch.cat([flat, bias.detach().reshape(-1).to(flat)])
+
+
+def unflatten_head(theta: torch.Tensor, weight_shape: tuple[int, int], has_bias: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inverse of :func:`flatten_head`: views (W, b) into ``theta``."""
+    k, d = weight_shape
+    expected = k * d + (k if has_bias else 0)
+    if theta.numel() != expected:
+        raise ValueError(f"flat head has {theta.numel()} entries, expected {expected} for W {k}x{d}{' + b' if has_bias else ''}.")
+    return theta[: k * d].view(k, d), (theta[k * d :] if has_bias else None)
+
+
+def head_logits(theta: torch.Tensor, features: torch.Tensor, num_classes: int, has_bias: bool = True) -> torch.Tensor:
+    weight, bias = unflatten_head(theta, (num_classes, features.shape[1]), has_bias)
+    logits = features @ weight.T
+    return logits if bias is None else logits + bias
+
+
+# Same formulas as famr_cli.method.famr's FORGET_LOSSES, but those cast logits to float32 for
+# mixed-precision training; these keep the input dtype so the solve can run in float64.
+def _kl_uniform(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    log_p = F.log_softmax(logits, dim=1)
+    return (-log_p.mean(dim=1) - math.log(logits.shape[1])).mean()
+
+
+def _entropy(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    log_p = F.log_softmax(logits, dim=1)
+    return ((log_p.exp() * log_p).sum(dim=1) + math.log(logits.shape[1])).mean()
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None:
+        raise ValueError("loss='cross_entropy' needs labels.")
+    return F.nll_loss(F.log_softmax(logits, dim=1), labels)
+
+
+_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "kl_uniform": _kl_uniform,
+    "entropy": _entropy,
+    "cross_entropy": _cross_entropy,
+}
+
+
+def head_loss(
+    features: torch.Tensor, num_classes: int, loss: str = "kl_uniform", labels: torch.Tensor | None = None, has_bias: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The mean ``loss`` over ``features`` as a function of the flat head theta (one matmul + log-softmax)."""
+    if loss not in _LOSSES:
+        raise ValueError(f"Unknown head loss '{loss}': use one of {', '.join(HEAD_LOSSES)}.")
+    fn = _LOSSES[loss]
+    if labels is not None:
+        labels = labels.to(features.device, torch.long)
+
+    def loss_fn(theta: torch.Tensor) -> torch.Tensor:
+        return fn(head_logits(theta, features, num_classes, has_bias), labels)
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------
+# Hessian-vector products and conjugate gradient
+# --------------------------------------------------------------------------------------------
+
+
+def hvp_operator(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor], params: torch.Tensor
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """(grad L(params), v -> H v) by double backward; the gradient graph is built once and reused."""
+    theta = params.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(loss_fn(theta), theta, create_graph=True)
+
+    def matvec(vec: torch.Tensor) -> torch.Tensor:
+        if not grad.requires_grad:  # loss linear in theta: zero Hessian
+            return torch.zeros_like(vec)
+        with torch.enable_grad():
+            (hv,) = torch.autograd.grad(grad, theta, vec.to(theta), retain_graph=True, allow_unused=True)
+        return torch.zeros_like(vec) if hv is None else hv
+
+    return grad.detach(), matvec
+
+
+def hvp(loss_fn: Callable[[torch.Tensor], torch.Tensor], params: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """Hessian of ``loss_fn`` (a scalar function of the flat vector ``params``) at ``params``, times ``vec``."""
+    return hvp_operator(loss_fn, params)[1](vec)
+
+
+class CGResult(NamedTuple):
+    x: torch.Tensor
+    iterations: int
+    residual: float  # true relative residual ||b - A x|| / ||b||
+
+
+class NegativeCurvatureError(ArithmeticError):
+    """CG met a direction p with p^T A p <= 0: A is not positive definite on the Krylov space."""
+
+    def __init__(self, iteration: int, rayleigh: float, direction: torch.Tensor, x: torch.Tensor):
+        super().__init__(f"conjugate gradient met non-positive curvature p^T A p / p^T p = {rayleigh:.3e} at iteration {iteration}")
+        self.iteration = iteration
+        self.rayleigh = rayleigh
+        self.direction = direction
+        self.x = x
+
+
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, tol: float = 1e-8, max_iter: int | None = None
+) -> CGResult:
+    """Solve A x = b for SPD A given only ``matvec`` (x0 = 0). Returns (x, iterations, relative residual).
+
+    Stops when the TRUE relative residual ||b - A x|| / ||b|| is <= ``tol``: when the recurrence
+    residual says so, the true one is checked and, if round-off made them drift apart, CG restarts
+    from the true residual. ``iterations`` counts CG steps (one matvec each; residual checks are
+    extra). Raises :class:`NegativeCurvatureError` when p^T A p <= 0 (A not positive definite).
+    ``max_iter`` defaults to 10 * len(b); the result may then miss ``tol``: check ``residual``.
+    """
+    n = b.numel()
+    max_iter = 10 * n if max_iter is None else int(max_iter)
+    x = torch.zeros_like(b)
+    b_norm = float(torch.linalg.vector_norm(b))
+    if b_norm == 0.0:
+        return CGResult(x, 0, 0.0)
+    if not math.isfinite(b_norm):
+        raise ValueError("conjugate_gradient: right-hand side is not finite.")
+    r = b.clone()
+    p = r.clone()
+    rs = float(r @ r)
+    iterations = 0
+    residual = 1.0
+    while True:
+        if math.sqrt(rs) <= tol * b_norm or iterations >= max_iter:
+            r_true = b - matvec(x)
+            residual = float(torch.linalg.vector_norm(r_true)) / b_norm
+            if residual <= tol or iterations >= max_iter:
+                break
+            r, p, rs = r_true, r_true.clone(), float(r_true @ r_true)  # residual replacement + restart
+        ap = matvec(p)
+        pap = float(p @ ap)
+        if not pap > 0.0:  # also catches NaN
+            raise NegativeCurvatureError(iterations, pap / float(p @ p), p, x)
+        alpha = rs / pap
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = float(r @ r)
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+        iterations += 1
+    return CGResult(x, iterations, residual)
+
+
+# --------------------------------------------------------------------------------------------
+# The two predictions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewtonResult:
+    """One Newton step on the head. ``delta`` is flat [dW.flatten(), db] in the solve's dtype (float64 by default)."""
+
+    delta: torch.Tensor | None  # None when CG met negative curvature
+    grad_norm: float  # ||grad L(theta_0)||
+    cg_iterations: int
+    cg_residual: float  # true relative residual of the linear solve (nan when negative curvature)
+    tol: float
+    weight_shape: tuple[int, int]
+    has_bias: bool
+    shift: float  # the multiple of I added to the loss Hessian (2 lam + damping, or damping)
+    # p^T H p / p^T p for the direction where CG found p^T (H + shift I) p <= 0 (H = the loss's
+    # Hessian alone): an upper bound on lambda_min(H), and <= -shift. None when none was found.
+    negative_curvature: float | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.delta is not None and self.cg_residual <= self.tol
+
+    def split(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(dW, db) views of ``delta``."""
+        if self.delta is None:
+            raise ValueError("no Newton step: CG met negative curvature (raise lam or damping).")
+        return unflatten_head(self.delta, self.weight_shape, self.has_bias)
+
+    def as_dict(self) -> dict[str, float | int | bool | None]:
+        """Plain numbers for results.json's certificate."""
+        return {
+            "delta_norm": None if self.delta is None else float(torch.linalg.vector_norm(self.delta)),
+            "grad_norm": self.grad_norm,
+            "cg_iterations": self.cg_iterations,
+            "cg_residual": self.cg_residual,
+            "converged": self.converged,
+            "negative_curvature": self.negative_curvature,
+            **self.diagnostics,
+        }
+
+
+def _prepare(features: torch.Tensor, weight0: torch.Tensor, bias0: torch.Tensor | None, dtype: torch.dtype | None):
+    if features.ndim != 2 or weight0.ndim != 2 or features.shape[1] != weight0.shape[1]:
+        raise ValueError(f"features {tuple(features.shape)} do not match a head weight {tuple(weight0.shape)} (need (N, D) and (K, D)).")
+    dtype = dtype or features.dtype
+    features = features.detach().to(dtype=dtype)
+    theta0 = flatten_head(weight0.detach().to(features), None if bias0 is None else bias0.detach().to(features))
+    return features, theta0
+
+
+def _newton_solve(
+    loss_fn, theta0, shift: float, tol: float, max_iter: int | None, weight_shape, has_bias, anchor_lam: float = 0.0
+) -> NewtonResult:
+    grad, h_matvec = hvp_operator(loss_fn, theta0)
+    grad_norm = float(torch.linalg.vector_norm(grad))
+    common = {"grad_norm": grad_norm, "tol": tol, "weight_shape": tuple(weight_shape), "has_bias": has_bias, "shift": shift}
+    try:
+        x, iterations, residual = conjugate_gradient(lambda v: h_matvec(v) + shift * v, -grad, tol=tol, max_iter=max_iter)
+    except NegativeCurvatureError as err:
+        curvature = err.rayleigh - shift
+        return NewtonResult(delta=None, cg_iterations=err.iteration, cg_residual=math.nan, negative_curvature=curvature, **common)
+    # How far to trust the step: the objective's actual change against its quadratic model's
+    # (trust-region ratio). Near 1 the one-step prediction is reliable; a softmax head with confident
+    # predictions has a nearly flat Hessian, and a weak anchor then lets the step overshoot badly.
+    with torch.no_grad():
+        before = float(loss_fn(theta0))
+        after = float(loss_fn(theta0 + x)) + anchor_lam * float(x @ x)
+    model_change = float(grad @ x) + 0.5 * float(x @ h_matvec(x)) + anchor_lam * float(x @ x)
+    diagnostics = {
+        "objective_before": before,
+        "objective_after": after,
+        "predicted_decrease": -model_change,
+        "decrease_ratio": (before - after) / -model_change if model_change < 0 else math.nan,
+    }
+    return NewtonResult(delta=x, cg_iterations=iterations, cg_residual=residual, diagnostics=diagnostics, **common)
+
+
+def famr_head_newton(
+    features_f: torch.Tensor,
+    weight0: torch.Tensor,
+    bias0: torch.Tensor | None,
+    lam: float,
+    loss: str = "kl_uniform",
+    damping: float = 0.0,
+    tol: float = 1e-8,
+    max_iter: int | None = None,
+    dtype: torch.dtype | None = torch.float64,
+) -> NewtonResult:
+    """delta = -(H_f + (2 lam + damping) I)^-1 grad L_f(theta_0) for the head (W, b) on fixed forget features.
+
+    ``loss`` is FAMR's ``method.loss`` (kl_uniform | entropy). ``dtype`` is the solve's dtype
+    (float64 by default; None keeps the features' own). Runs on ``features_f``'s device.
+
+    ``diagnostics`` holds the FAMR objective L_f + lam ||theta - theta_0||^2 before and after the
+    step, the decrease its quadratic model predicts, and their ratio: the one-step prediction is
+    only as good as that ratio is close to 1 (it falls apart for a weak anchor on a confident head).
+    """
+    if loss not in ("kl_uniform", "entropy"):
+        raise ValueError(f"FAMR's forget loss is kl_uniform or entropy (got '{loss}').")
+    shift = 2.0 * float(lam) + float(damping)
+    if not shift > 0.0:
+        raise ValueError(f"famr_head_newton needs 2*lam + damping > 0 (lam={lam}, damping={damping}): no anchor, no Newton step.")
+    features, theta0 = _prepare(features_f, weight0, bias0, dtype)
+    loss_fn = head_loss(features, weight0.shape[0], loss, has_bias=bias0 is not None)
+    return _newton_solve(loss_fn, theta0, shift, tol, max_iter, weight0.shape, bias0 is not None, anchor_lam=float(lam))
+
+
+def influence_removal_step(
+    features_r: torch.Tensor,
+    labels_r: torch.Tensor,
+    features_f: torch.Tensor | None,
+    labels_f: torch.Tensor | None,
+    weight0: torch.Tensor,
+    bias0: torch.Tensor | None,
+    damping: float = DEFAULT_IF_DAMPING,
+    tol: float = 1e-8,
+    max_iter: int | None = None,
+    dtype: torch.dtype | None = torch.float64,
+) -> NewtonResult:
+    """Influence (Newton) approximation of retraining the head without D_f: -(H_r + damping I)^-1 grad L_r(theta_0).
+
+    L_r is the mean cross-entropy with the true labels on the retained features. Its gradient is
+    computed directly rather than assumed to be -(|D_f|/|D_r|) grad L_f (true only when theta_0 is
+    a stationary point of the full-data loss, which a trained network's head rarely is exactly).
+    The forget set is optional and only feeds diagnostics: ``full_grad_norm`` = ||grad L_D(theta_0)||
+    (how far theta_0 is from stationary on D = D_r + D_f) and ``forget_grad_norm``.
+    ``damping`` must be > 0 (see DEFAULT_IF_DAMPING). Applied repeatedly from the new head it is a
+    damped Newton method on L_r. For class forgetting L_r has no finite minimiser (nothing stops
+    the forgotten classes' logits from falling without bound), so read the step as a direction.
+    """
+    if not damping > 0.0:
+        raise ValueError(f"influence_removal_step needs damping > 0 (got {damping}): a softmax head's cross-entropy Hessian is singular.")
+    features, theta0 = _prepare(features_r, weight0, bias0, dtype)
+    num_classes, has_bias = weight0.shape[0], bias0 is not None
+    loss_r = head_loss(features, num_classes, "cross_entropy", labels_r, has_bias)
+    result = _newton_solve(loss_r, theta0, float(damping), tol, max_iter, weight0.shape, has_bias)
+    if features_f is not None and labels_f is not None and len(features_f):
+        f_feats = features_f.detach().to(features)
+        theta = theta0.clone().requires_grad_(True)
+        (grad_f,) = torch.autograd.grad(head_loss(f_feats, num_classes, "cross_entropy", labels_f, has_bias)(theta), theta)
+        (grad_r,) = torch.autograd.grad(loss_r(theta), theta)
+        n_r, n_f = len(features), len(f_feats)
+        grad_full = (n_r * grad_r + n_f * grad_f) / (n_r + n_f)
+        result.diagnostics.update(
+            {"forget_grad_norm": float(torch.linalg.vector_norm(grad_f)), "full_grad_norm": float(torch.linalg.vector_norm(grad_full))}
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing steps
+# --------------------------------------------------------------------------------------------
+
+
+def relative_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64 (inf when b = 0 and a != 0; 0 when both are 0)."""
+    a, b = a.detach().reshape(-1).double(), b.detach().reshape(-1).double().to(a.device)
+    num, den = float(torch.linalg.vector_norm(a - b)), float(torch.linalg.vector_norm(b))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+def head_delta(head_before: nn.Module, head_after: nn.Module) -> torch.Tensor:
+    """Flat float64 [W_after - W_before, b_after - b_before], in :func:`flatten_head`'s layout."""
+    has_bias = getattr(head_before, "bias", None) is not None
+    if has_bias != (getattr(head_after, "bias", None) is not None) or head_before.weight.shape != head_after.weight.shape:
+        raise ValueError("head_delta: the two heads differ in shape or in having a bias.")
+    before = flatten_head(head_before.weight.double(), head_before.bias.double() if has_bias else None)
+    after = flatten_head(head_after.weight.double(), head_after.bias.double() if has_bias else None)
+    return after.to(before.device) - before
