@@ -276,3 +276,28 @@ def test_non_linear_head_is_a_clear_error():
         classifier_head(model)
     with pytest.raises(FamrError, match="get_classifier"):
         classifier_head(torch.nn.Linear(2, 2))
+
+
+def test_famr_head_minimiser_matches_lbfgs_on_a_tiny_head():
+    from famr_cli.evaluate.certificate.newton import famr_head_minimiser
+
+    torch.manual_seed(3)
+    features = torch.randn(30, 6, dtype=torch.float64)
+    weight0, bias0 = 2.0 * torch.randn(4, 6, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    lam = 0.05
+    exact = famr_head_minimiser(features, weight0, bias0, lam)
+    assert exact.grad_norm < 1e-9 and exact.newton_steps < 50
+    theta0 = torch.cat([weight0.reshape(-1), bias0])
+    theta = theta0.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        logits = features @ theta[:24].reshape(4, 6).T + theta[24:]
+        kl_uniform = (-torch.log_softmax(logits, dim=1).mean(dim=1) - torch.log(torch.tensor(4.0))).mean()
+        value = kl_uniform + lam * (theta - theta0).square().sum()
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    assert torch.allclose(exact.delta, theta.detach() - theta0, atol=1e-6)

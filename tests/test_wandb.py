@@ -25,6 +25,8 @@ def test_offline_run_holds_config_curves_final_metrics_and_per_class_table(tmp_p
     for key in ("forget_test_acc", "retain_test_acc", "test_acc"):
         assert final[f"metrics/unlearned/{key}"] == pytest.approx(results["metrics"]["unlearned"][key])
     assert final["timing/unlearn_s"] == pytest.approx(results["timing"]["unlearn_s"])
+    for key in ("grad_norm", "stationarity_residual", "drift_kl_mean"):  # the certificate (docs/theory.md §9)
+        assert final[f"certificate/{key}"] == pytest.approx(results["certificate"][key])
     (table_file,) = run_file.parent.glob("files/media/table/per_class_test_acc_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["class", "name", "forgotten", "original", "unlearned", "retrain"]

@@ -100,6 +100,7 @@ def certificate_lines(cert: dict[str, Any]) -> list[str]:
             f"vs ||theta*-theta0|| {_g(dist)} | residual ||grad L_f + 2 lam (theta*-theta0)|| {_g(cert['stationarity_residual'])}"
         )
     if "newton_rel_dist" in cert:
+        lines.append(f"head update vs the exact minimiser of FAMR's head objective: relative distance {_g(cert.get('exact_rel_dist'))}")
         lines.append(
             f"head update vs damped Newton step: relative distance {_g(cert['newton_rel_dist'])}, cosine {_g(cert.get('newton_cosine'))} | "
             f"vs influence (Retrain) step: relative distance {_g(cert.get('influence_rel_dist'))}, "

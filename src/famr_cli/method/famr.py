@@ -20,6 +20,7 @@ from famr_cli.backbone import classifier_parameter_names
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.certificate.newton import (
     classifier_head,
+    famr_head_minimiser,
     famr_head_newton,
     head_delta,
     head_features,
@@ -226,7 +227,7 @@ class FAMR(UnlearningMethod):
         )
 
     def certify(self, model: nn.Module, original: nn.Module, ctx: UnlearnContext, settings: Any) -> dict[str, Any]:
-        """g* = ‖∇L_f(θ*)‖ over one un-augmented pass of D_f and the stationarity identity (docs/theory.md).
+        """g* = ‖∇L_f(θ*)‖ over one un-augmented eval-mode pass of D_f and the stationarity identity (docs/theory.md).
 
         With retain_kd the objective has a third term, so the residual measures FAMR's own terms only.
         """
@@ -236,12 +237,11 @@ class FAMR(UnlearningMethod):
         names = {id(p): n for n, p in model.named_parameters()}
         reference = dict(original.named_parameters())
         theta0 = [reference[names[id(p)]].detach() if id(p) in anchored else None for p in params]
-        model.train()
-        if c.bn == "eval":
-            freeze_batchnorm(model)  # the same network function FAMR minimised
+        # Eval mode: a deterministic function (no dropout), the same one FAMR minimised when BN is
+        # frozen (method.bn=eval, the default) and the backbone has no dropout.
+        model.eval()
         batches = ctx.batches(ctx.split.forget_train, int(c.batch_size), shuffle=False)
         grad_f = mean_gradient(model, params, FORGET_LOSSES[c.loss], batches)
-        model.eval()
         figures = stationarity(grad_f, params, theta0, float(c.lam))
         if c.get("head_only", False):
             figures.update(self._head_predictions(model, original, ctx, settings))
@@ -260,6 +260,7 @@ class FAMR(UnlearningMethod):
         feats_f = head_features(original, ctx.batches(split.forget_train, batch, shuffle=False))
         solve = {"tol": settings.newton_tol, "max_iter": settings.newton_max_iter}
         newton = famr_head_newton(feats_f, before.weight, before.bias, float(c.lam), c.loss, **solve)
+        exact = famr_head_minimiser(feats_f, before.weight, before.bias, float(c.lam), c.loss, **solve) if float(c.lam) > 0 else None
         feats_r = head_features(original, ctx.batches(split.retain_train, batch, shuffle=False))
         labels = ctx.data.y_train.to(feats_r.device)
         influence = influence_removal_step(
@@ -281,8 +282,13 @@ class FAMR(UnlearningMethod):
 
         newton_dist, newton_cos = compare(newton.delta)
         influence_dist, influence_cos = compare(influence.delta)
+        exact_dist = math.nan if exact is None else relative_distance(moved, exact.delta)
         return {
             "head_update_norm": float(moved.norm()),
+            # FAMR's head against the exact minimiser of its own head objective (Newton-CG to convergence):
+            # how far FAMR's optimizer stopped from the solution it approximates.
+            "exact_rel_dist": exact_dist,
+            "exact": None if exact is None else {"newton_steps": exact.newton_steps, "grad_norm": exact.grad_norm},
             "newton_rel_dist": newton_dist,
             "newton_cosine": newton_cos,
             "influence_rel_dist": influence_dist,

@@ -368,6 +368,62 @@ def famr_head_newton(
     return _newton_solve(loss_fn, theta0, shift, tol, max_iter, weight0.shape, bias0 is not None, anchor_lam=float(lam))
 
 
+@dataclass
+class Minimiser:
+    """The exact minimiser of FAMR's head objective, as a displacement from theta_0."""
+
+    delta: torch.Tensor
+    newton_steps: int
+    grad_norm: float  # ||grad (L_f + lam ||theta - theta_0||^2)|| at the returned point
+    objective: float
+
+
+def famr_head_minimiser(
+    features_f: torch.Tensor,
+    weight0: torch.Tensor,
+    bias0: torch.Tensor | None,
+    lam: float,
+    loss: str = "kl_uniform",
+    tol: float = 1e-8,
+    max_iter: int | None = None,
+    max_steps: int = 50,
+    grad_tol: float = 1e-9,
+    dtype: torch.dtype | None = torch.float64,
+) -> Minimiser:
+    """argmin over the head of L_f + lam ||theta - theta_0||^2 by Newton-CG with backtracking.
+
+    For kl_uniform the objective is strongly convex in the head (2 lam > 0), so this is *the*
+    solution FAMR's optimizer approaches; comparing FAMR's head with it says whether the
+    optimizer converged, while the one-step :func:`famr_head_newton` says how good a single
+    second-order step from theta_0 is.
+    """
+    if not lam > 0:
+        raise ValueError(f"famr_head_minimiser needs lam > 0 (got {lam}): without the anchor the objective has no minimiser.")
+    features, theta0 = _prepare(features_f, weight0, bias0, dtype)
+    loss_f = head_loss(features, weight0.shape[0], loss, has_bias=bias0 is not None)
+
+    def objective(theta: torch.Tensor) -> torch.Tensor:
+        return loss_f(theta) + lam * (theta - theta0).square().sum()
+
+    theta, steps = theta0.clone(), 0
+    grad, matvec = hvp_operator(objective, theta)
+    while float(grad.norm()) > grad_tol and steps < max_steps:
+        try:
+            step = conjugate_gradient(matvec, -grad, tol=tol, max_iter=max_iter).x
+        except NegativeCurvatureError:
+            step = -grad  # entropy loss far from theta_0: fall back to steepest descent
+        value, t = float(objective(theta)), 1.0
+        with torch.no_grad():
+            while float(objective(theta + t * step)) > value + 1e-4 * t * float(grad @ step) and t > 1e-10:
+                t *= 0.5  # Armijo backtracking: a full Newton step can overshoot on a confident head
+        theta = (theta + t * step).detach()
+        steps += 1
+        grad, matvec = hvp_operator(objective, theta)
+    with torch.no_grad():
+        value = float(objective(theta))
+    return Minimiser(theta - theta0, steps, float(grad.norm()), value)
+
+
 def influence_removal_step(
     features_r: torch.Tensor,
     labels_r: torch.Tensor,
