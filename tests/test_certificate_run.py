@@ -78,3 +78,24 @@ def test_certificate_can_be_switched_off_and_baselines_report_drift_only(tmp_pat
     proc = run_cli(["train.epochs=2", "evaluate.certificate=false", f"hydra.run.dir={tmp_path / 'off'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(read_results(tmp_path / "off")["certificate"]) == {"param_dist", "anchored_param_dist", "steps"}
+
+
+def test_a_failing_certificate_is_reported_and_never_costs_the_results(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from famr_cli.cli import CONFIG_DIR
+    from famr_cli.logger import ExperimentLogger
+    from famr_cli.method.famr import FAMR
+    from famr_cli.pipeline import run_experiment
+
+    def broken(self, model, original, ctx, settings):
+        raise RuntimeError("no features today")
+
+    monkeypatch.setattr(FAMR, "certify", broken)
+    overrides = ["train.epochs=2", "method.epochs=2", "evaluate.reference=none", "progress=false", f"cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    results = run_experiment(cfg, ExperimentLogger())
+    assert results["status"] == "ok"
+    assert results["certificate"]["certificate_error"] == "RuntimeError: no features today"
+    assert math.isfinite(results["certificate"]["drift_kl_mean"])  # the method-independent part still ran

@@ -244,6 +244,15 @@ def unlearn(method: UnlearningMethod, original: nn.Module, ctx: UnlearnContext) 
     return model, report, time.perf_counter() - start
 
 
+def certify(p: Prepared, unlearned: nn.Module, original: nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
+    """The method's certificate figures; a diagnostic, so a failure here is reported and never costs the results."""
+    try:
+        return p.method.certify(unlearned, original, ctx, p.eval)
+    except Exception as err:  # e.g. a backbone without a linear head, or out of memory for the feature pass
+        log.warning("The certificate could not be computed (%s: %s); the run's metrics are unaffected.", type(err).__name__, err)
+        return {"certificate_error": f"{type(err).__name__}: {err}"}
+
+
 def versions() -> dict[str, str]:
     return {
         "famr": famr_cli.__version__,
@@ -329,7 +338,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
     if report.recorded_s is not None:
         unlearn_s = report.recorded_s
     certify_start = time.perf_counter()
-    diagnostics = p.method.certify(unlearned, original.model, ctx, p.eval) if p.eval.certificate else {}
+    diagnostics = certify(p, unlearned, original.model, ctx) if p.eval.certificate else {}
     certify_s = time.perf_counter() - certify_start
 
     eval_start = time.perf_counter()
