@@ -9,11 +9,10 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import ForgetSplit
 from famr_cli.method import UnlearnContext
 from famr_cli.method.famr import FAMR, add_anchor_grad_, anchor_penalty, entropy_loss, kl_uniform_loss
+from tiny_problem import tiny_problem
 
 
 @pytest.mark.parametrize("loss", [kl_uniform_loss, entropy_loss])
@@ -70,16 +69,7 @@ def test_anchor_penalty_and_gradient_match_autograd():
 
 
 def _tiny_problem():
-    torch.manual_seed(0)
-    x = torch.randint(0, 256, (60, 1, 4, 4), dtype=torch.uint8)
-    y = torch.arange(60) % 3
-    data = ImageData(x, y, x[:6], y[:6], ["a", "b", "c"], (0.5,), (0.25,))
-    forget = (y == 0).nonzero().squeeze(1)
-    retain = (y != 0).nonzero().squeeze(1)
-    split = ForgetSplit(forget, retain, torch.tensor([0, 3]), torch.tensor([1, 2, 4, 5]), "class a", [0])
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
-    model.get_classifier = lambda: model[-1]
-    return data, split, model
+    return tiny_problem(fit_steps=0)
 
 
 def _famr(**overrides):

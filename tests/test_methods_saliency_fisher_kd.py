@@ -9,36 +9,20 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import ForgetSplit
 from famr_cli.method import UnlearnContext
 from famr_cli.method.random_label import random_wrong_labels
 from famr_cli.method.salun import SalUn, forget_gradients, saliency_mask
 from famr_cli.method.scrub import SCRUB, distill_kl, frozen_teacher, max_step_objective
 from famr_cli.method.ssd import SSD, dampen_, fisher_importance
 from famr_cli.train.loop import run_loop
+from tiny_problem import tiny_problem
 
 CPU = torch.device("cpu")
 
 
 def _tiny_problem():
-    torch.manual_seed(0)
-    x = torch.randint(0, 256, (60, 1, 4, 4), dtype=torch.uint8)
-    y = torch.arange(60) % 3
-    data = ImageData(x, y, x[:6], y[:6], ["a", "b", "c"], (0.5,), (0.25,))
-    forget = (y == 0).nonzero().squeeze(1)
-    retain = (y != 0).nonzero().squeeze(1)
-    split = ForgetSplit(forget, retain, torch.tensor([0, 3]), torch.tensor([1, 2, 4, 5]), "class a", [0])
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
-    # A few optimizer steps make the model fit the labels, so D_f has its own gradients and importances.
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    xf = (x.float() / 255 - 0.5) / 0.25
-    for _ in range(30):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(xf), y).backward()
-        optimizer.step()
-    return data, split, model
+    return tiny_problem(fit_steps=30)
 
 
 def _ctx(data, split):
