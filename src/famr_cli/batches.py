@@ -87,6 +87,13 @@ class TensorBatches:
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Where the stream's randomness stands between epochs (for resuming an interrupted training)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.y)
         if self.shuffle:
@@ -230,6 +237,13 @@ class StreamedBatches:
 
     def __len__(self) -> int:
         return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def state_dict(self) -> dict[str, int]:
+        # Every epoch's draws come from (seed, epoch), so the epoch counter is the whole state.
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
 
     def _loader(self, chunks: list[torch.Tensor], generator: torch.Generator) -> DataLoader:
         workers = self.num_workers

@@ -75,7 +75,7 @@ def cache_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -102,7 +102,7 @@ class CacheEntry:
             return None
         try:
             meta = json.loads((self.path / META).read_text())
-            if _sha256(self.path / WEIGHTS) != meta["weights_sha256"]:
+            if sha256_file(self.path / WEIGHTS) != meta["weights_sha256"]:
                 raise ValueError("weights do not match their recorded sha256")
             return load_file(str(self.path / WEIGHTS), device=str(device)), meta
         except (OSError, ValueError, KeyError, SafetensorError) as err:
@@ -127,7 +127,7 @@ class CacheEntry:
         staging = Path(tempfile.mkdtemp(prefix=f".{self.key}.", dir=self.path.parent))
         try:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / WEIGHTS))
-            meta = {**meta, "key": self.key, "weights_sha256": _sha256(staging / WEIGHTS), "saved_at": time.time()}
+            meta = {**meta, "key": self.key, "weights_sha256": sha256_file(staging / WEIGHTS), "saved_at": time.time()}
             (staging / META).write_text(json.dumps(meta, indent=2, default=str))
             if self.path.exists():
                 shutil.rmtree(self.path)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -12,12 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from famr_cli.errors import DivergedError, FamrError
+from famr_cli.errors import DivergedError, FamrError, RunInterrupted
 from famr_cli.host import available_cores
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment
 from famr_cli.results import summary_table, write_results
-from famr_cli.runtime import limit_threads, threads_per_job
+from famr_cli.runtime import limit_threads, set_deterministic, threads_per_job
 from famr_cli.sweep import callback as sweep_callback
 from famr_cli.sweep.callback import sweep_group
 
@@ -27,6 +29,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_DIVERGED = 3
+# Interrupted runs exit like a shell reports a signal: 128 + its number.
+EXIT_INTERRUPTED = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
 
 log = logging.getLogger("famr")
 
@@ -54,8 +58,10 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     exit_code = 0
     results = None
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    restore_sigterm = _raise_on_sigterm()
     try:
         limit_threads(threads_per_job(cfg.threads, _parallel_jobs()))
+        set_deterministic(cfg.deterministic)
         results = run_experiment(cfg, logger, run_dir)
         path = write_results(run_dir, results)
         _log_results(logger, results)
@@ -67,6 +73,15 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
         log.error("%s", err)
         status = "diverged" if diverged else "failed"
         write_results(run_dir, {"status": status, "method": cfg.method.name, "error": str(err), "exit_code": exit_code})
+    except (KeyboardInterrupt, RunInterrupted) as err:
+        signum = err.signum if isinstance(err, RunInterrupted) else signal.SIGINT
+        exit_code = EXIT_INTERRUPTED[signum]
+        message = (
+            f"Interrupted by {signal.Signals(signum).name}: trained models stay cached and an unfinished training resumes "
+            "from its last saved epoch, so run the same command again to continue."
+        )
+        log.error("%s", message)
+        write_results(run_dir, {"status": "interrupted", "method": cfg.method.name, "error": message, "exit_code": exit_code})
     except Exception as err:
         exit_code = EXIT_FAILED
         error = f"{type(err).__name__}: {err}"
@@ -78,7 +93,20 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     finally:
         # Always finish, so the next multirun job never appends to this wandb run.
         logger.finish(exit_code)
+        restore_sigterm()
     return exit_code, results
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM (a scheduler's kill, `kill PID`) into RunInterrupted; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be set from the main thread
+
+    def handler(signum, frame):
+        raise RunInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def objective_value(cfg: DictConfig, results: dict | None, warn: bool = True) -> float:
@@ -123,7 +151,8 @@ _exit_codes: list[int] = []
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     code, results = execute(cfg)
-    if code and not _in_multirun():
+    if code and (not _in_multirun() or code in EXIT_INTERRUPTED.values()):
+        # An interrupt stops the whole sweep: the user (or the scheduler) asked everything to stop.
         sys.exit(code)
     # In a multirun, exiting here would abort every later job (one diverged λ would end the sweep);
     # the code is kept and reported once all jobs are done.

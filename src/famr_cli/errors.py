@@ -10,3 +10,14 @@ class FamrError(Exception):
 
 class DivergedError(FamrError):
     """Training or unlearning produced a non-finite loss or parameter; results.json says "diverged"."""
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt so every ``finally`` runs.
+
+    A BaseException, as KeyboardInterrupt is, so no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum

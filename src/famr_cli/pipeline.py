@@ -31,6 +31,7 @@ from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
 from famr_cli.progress import progress_enabled
 from famr_cli.runtime import autocast_dtype, describe_device, resolve_device, seed_everything
+from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.classifier import fit_classifier, validate_recipe
 
 log = logging.getLogger("famr")
@@ -123,22 +124,38 @@ def get_trained_model(
         return TrainedModel(model, key, True, time.perf_counter() - start, trained_s)
 
     def train() -> TrainedModel:
-        # Timed from here, so waiting for a lock another job held never counts as training time.
-        train_start = time.perf_counter()
         epochs = int(cfg.train.epochs)
         samples = len(data.y_train) if indices is None else len(indices)
         log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
+        # Beside the entry, hidden like its lock: an interrupted training resumes from here.
+        state = TrainingCheckpoint(entry.path.with_name(f".{key}.training"), int(cfg.checkpoint_every), f"{kind} model")
+        started = time.perf_counter()
 
         def on_epoch_end(epoch: int, loss: float) -> None:
-            log.info("%s model: epoch %d/%d, loss %.4f, %.0f s elapsed", kind, epoch + 1, epochs, loss, time.perf_counter() - train_start)
+            elapsed = time.perf_counter() - started
+            log.info("%s model: epoch %d/%d, loss %.4f, %.0f s elapsed", kind, epoch + 1, epochs, loss, elapsed)
             prefix = "train" if kind == "original" else kind  # the original's curves keep their published names
             logger.log({f"{prefix}/epoch": epoch + 1, f"{prefix}/loss": loss})
 
-        fit_classifier(
-            model, data, indices, cfg.train, device, show_progress=show_progress, on_epoch_end=on_epoch_end, desc=kind, autocast=autocast
+        fitted = fit_classifier(
+            model,
+            data,
+            indices,
+            cfg.train,
+            device,
+            show_progress=show_progress,
+            on_epoch_end=on_epoch_end,
+            desc=kind,
+            autocast=autocast,
+            checkpoint=state,
         )
-        train_s = time.perf_counter() - train_start
-        entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions()})
+        # The loop's own clock, so it covers epochs run before an interruption and never time spent waiting for a lock.
+        train_s = fitted.seconds
+        at_save = {"final_epoch_loss": fitted.epoch_losses[-1], "epoch_losses": fitted.epoch_losses}
+        if fitted.resumed_from_epoch:
+            at_save["resumed_from_epoch"] = fitted.resumed_from_epoch
+        entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions(), "metrics": at_save})
+        state.clear()
         log.info("%s model trained in %.1f s and cached at %s.", kind.capitalize(), train_s, entry.path)
         return TrainedModel(model, key, False, train_s, train_s)
 

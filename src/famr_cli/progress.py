@@ -13,5 +13,5 @@ def progress_enabled(setting: str | bool) -> bool:
     return bool(setting)
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

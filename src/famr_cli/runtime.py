@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -23,6 +24,21 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise FamrError(f"device={name} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); use device=cuda:0.")
     return device
+
+
+def set_deterministic(enabled: object) -> None:
+    """``deterministic=true``: torch's deterministic algorithms, so a rerun on the same machine repeats every digit.
+
+    cuBLAS needs its workspace pinned before the first CUDA matmul for that; ops with no deterministic
+    implementation warn (warn_only) instead of stopping an experiment that has already trained for hours.
+    """
+    if not isinstance(enabled, bool):
+        raise FamrError(f"deterministic must be true or false (got {enabled!r}); use deterministic=true.")
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
 
 
 def seed_everything(seed: int) -> None:

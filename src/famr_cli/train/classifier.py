@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from famr_cli.batches import Augment, make_batches
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
+from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
 from famr_cli.train.optim import build_optimizer, build_schedule
 
@@ -36,6 +37,7 @@ def fit_classifier(
     on_epoch_end: Callable[[int, float], None] | None = None,
     desc: str = "train",
     autocast: torch.dtype | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> LoopResult:
     """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
     validate_recipe(cfg)
@@ -80,4 +82,5 @@ def fit_classifier(
         grad_clip=cfg.get("grad_clip"),
         divergence_hint="lower train.lr or set train.grad_clip",
         autocast=autocast,
+        checkpoint=checkpoint,
     )
