@@ -33,6 +33,7 @@ from famr_cli.progress import progress_enabled
 from famr_cli.runtime import autocast_dtype, describe_device, resolve_device, seed_everything
 from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.classifier import fit_classifier, validate_recipe
+from famr_cli.weights import UserWeights, load_into, read_user_weights
 
 log = logging.getLogger("famr")
 
@@ -160,6 +161,16 @@ def get_trained_model(
         return TrainedModel(model, key, False, train_s, train_s)
 
     return build_once(entry.path, f"{kind} model", load, train)
+
+
+def user_original_model(cfg: DictConfig, data: ImageData, device: torch.device, weights: UserWeights) -> TrainedModel:
+    """The model ``original_weights`` names, in place of training one; keyed by its sha256 for the evaluation cache."""
+    start = time.perf_counter()
+    model = build_model(cfg, data, device)
+    load_into(model, weights, str(cfg.backbone.name))
+    key = cache_key({"dataset": _model_inputs(cfg)["dataset"], "backbone": _section(cfg, "backbone"), "weights_sha256": weights.sha256})
+    log.info("Original model loaded from original_weights=%s (sha256 %s…); no training needed.", weights.path, weights.sha256[:12])
+    return TrainedModel(model, key, False, time.perf_counter() - start, 0.0)
 
 
 def get_original_model(
@@ -290,6 +301,7 @@ class Prepared:
     show_progress: bool
     autocast: torch.dtype | None
     eval: EvalSettings
+    user_weights: UserWeights | None = None  # original_weights: a model the user trained, unlearned instead of ours
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -303,11 +315,16 @@ def prepare(cfg: DictConfig) -> Prepared:
     split = make_forget_split(cfg.forget, data)
     # An untrained skeleton (no weight download) lets the method reject options this backbone cannot honour.
     skeleton_cfg = OmegaConf.merge(cfg.backbone, {"pretrained": False})
-    method.check_model(build_backbone(skeleton_cfg, data.num_classes, data.in_chans, data.img_size))
+    skeleton = build_backbone(skeleton_cfg, data.num_classes, data.in_chans, data.img_size)
+    method.check_model(skeleton)
+    user_weights = None
+    if cfg.get("original_weights"):
+        user_weights = read_user_weights(cfg.original_weights)
+        load_into(skeleton, user_weights, str(cfg.backbone.name))  # a misfit fails now, not after the Retrain reference trained
     if split.modifies_training_data:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)
-    return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast, settings)
+    return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast, settings, user_weights)
 
 
 FORGET_INDICES_FILE = "forget_indices.txt"
@@ -338,7 +355,10 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         len(p.data.y_train),
         p.device,
     )
-    original = get_original_model(cfg, p.data, p.device, logger, p.show_progress, p.autocast)
+    if p.user_weights is not None:
+        original = user_original_model(cfg, p.data, p.device, p.user_weights)
+    else:
+        original = get_original_model(cfg, p.data, p.device, logger, p.show_progress, p.autocast)
     retrain: TrainedModel | None = None
 
     def retrain_reference() -> tuple[nn.Module, float]:
@@ -379,6 +399,8 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
     eval_s = time.perf_counter() - eval_start
     retrain_s = None if retrain is None else retrain.recorded_train_s
     cache_info: dict[str, Any] = {"original": {"key": original.key, "hit": original.hit}}
+    if p.user_weights is not None:
+        cache_info["original"]["user_weights"] = {"path": str(p.user_weights.path), "sha256": p.user_weights.sha256}
     if retrain is not None:
         cache_info["retrain"] = {"key": retrain.key, "hit": retrain.hit}
 

@@ -70,6 +70,8 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.append(row)
     timing, cache = results["timing"], results["cache"]["original"]
     origin = "loaded from cache" if cache["hit"] else f"trained in {timing['train_s']:.1f} s"
+    if "user_weights" in cache:
+        origin = f"from original_weights={cache['user_weights']['path']}"
     lines.append(
         f"unlearn time {timing['unlearn_s']:.2f} s | ||theta-theta0||_2 {results['certificate']['param_dist']:.4f} | "
         f"original model {origin} (key {cache['key']})"
