@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
 PROFILE ?= paper
 
-.PHONY: install demo test lint tune-famr clean reproduce
+.PHONY: install demo test lint tune-famr clean reproduce fault-drill
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ tune-famr: install
 # The paper's tables (FAMR beside every baseline, mean ± std over seeds) into outputs/tables/.
 reproduce: install
 	$(BIN)/python scripts/reproduce.py --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(REPRODUCE_ARGS)
+
+# Kill, corrupt and overload famr-run on digits; prints faults injected / recovered / results lost / bad inputs rejected.
+fault-drill: install
+	PYTHON=$(BIN)/python scripts/fault_drill.sh
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

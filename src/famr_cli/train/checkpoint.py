@@ -113,3 +113,14 @@ class TrainingCheckpoint:
         )
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(self.directory, aside)
+
+
+def saved_epochs(cache_root: Path, kind: str = "original") -> dict[str, int]:
+    """Interrupted trainings under ``cache_root``: entry key -> the last epoch with a saved state."""
+    found = {}
+    for pointer in Path(cache_root).glob(f"{kind}/.*.training/{LATEST}"):
+        try:
+            found[pointer.parent.name.removeprefix(".").removesuffix(".training")] = int(json.loads(pointer.read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue  # being replaced right now; the next look sees it
+    return found
