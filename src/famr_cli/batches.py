@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 if TYPE_CHECKING:
     from famr_cli.dataset import ImageData
+    from famr_cli.train.distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,10 @@ class TensorBatches:
         shuffle: bool = False,
         augment: Augment | None = None,
         seed: int = 0,
+        shard: Shard | None = None,
     ):
         self.x = x.to(device)
+        self.shard = shard
         self.y = y.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -102,12 +105,18 @@ class TensorBatches:
             order = torch.arange(n, device=self.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            xb = self.x[idx]
+            if self.shard is not None and len(idx) < self.shard.world_size:
+                break  # a last batch too small to give every DDP process a sample: all processes skip it
+            xb, yb = self.x[idx], self.y[idx]
+            # Under DDP every process draws the whole global batch's crops and flips, then keeps its rows:
+            # the generator stays in step across processes, so every epoch's order agrees.
             if self.augment.crop_padding > 0:
                 xb = random_crop(xb, self.augment.crop_padding, self.generator)
             if self.augment.hflip:
                 xb = random_hflip(xb, self.generator)
-            yield normalize(xb, self.mean, self.std), self.y[idx]
+            if self.shard is not None:
+                xb, yb = xb[self.shard.rank :: self.shard.world_size], yb[self.shard.rank :: self.shard.world_size]
+            yield normalize(xb, self.mean, self.std), yb
 
 
 # Random-resized-crop ranges for streamed training: fraction of the image area, and aspect ratio.
@@ -208,8 +217,10 @@ class StreamedBatches:
         seed: int = 0,
         indices: torch.Tensor | None = None,
         scale: tuple[float, float] = RRC_SCALE,
+        shard: Shard | None = None,
     ):
         self.x = x.cpu()
+        self.shard = shard
         self.y = y.cpu()
         # Rows of x/y this stream draws from (all when None), so a subset needs no copy of the images.
         self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long).cpu()
@@ -265,6 +276,10 @@ class StreamedBatches:
         if self.indices is not None:
             order = self.indices[order]
         chunks = [order[s : s + self.batch_size].sort().values for s in range(0, n, self.batch_size)]
+        if self.shard is not None:
+            # Each DDP process reads only its rows of every global batch (its crops come from its own draws).
+            rank, world = self.shard.rank, self.shard.world_size
+            chunks = [chunk[rank::world] for chunk in chunks if len(chunk) >= world]
         worker_seeds = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED)
         non_blocking = self.device.type == "cuda"
         for xb, yb in self._loader(chunks, worker_seeds):
@@ -302,6 +317,7 @@ def make_batches(
     seed: int = 0,
     train: bool = False,
     indices: torch.Tensor | None = None,
+    shard: Shard | None = None,
 ) -> TensorBatches | StreamedBatches:
     """Batches of ``x``/``y`` (rows ``indices`` only, when given) for ``data``'s kind of storage.
 
@@ -328,9 +344,10 @@ def make_batches(
             num_workers=data.num_workers,
             seed=seed,
             indices=indices,
+            shard=shard,
         )
     if indices is not None:
         x, y = x[indices], y[indices]
     return TensorBatches(
-        x, y, batch_size=batch_size, mean=data.mean, std=data.std, device=device, shuffle=shuffle, augment=augment, seed=seed
+        x, y, batch_size=batch_size, mean=data.mean, std=data.std, device=device, shuffle=shuffle, augment=augment, seed=seed, shard=shard
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -17,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from famr_cli.errors import DivergedError, FamrError, RunInterrupted
 from famr_cli.host import available_cores
 from famr_cli.logger import build_logger
-from famr_cli.pipeline import run_experiment
+from famr_cli.pipeline import run_experiment, train_models_only
 from famr_cli.results import summary_table, write_results
-from famr_cli.runtime import limit_threads, set_deterministic, threads_per_job
+from famr_cli.runtime import limit_threads, resolve_device, set_deterministic, threads_per_job
 from famr_cli.sweep import callback as sweep_callback
 from famr_cli.sweep.callback import sweep_group
+from famr_cli.train.distributed import init_distributed, launched_by_torchrun, process_rank
+from famr_cli.train.distributed import shutdown as shutdown_distributed
 
 # The configs ship inside the package (src/famr_cli/conf is the repository's conf/), so the
 # installed command finds them from any working directory.
@@ -53,6 +57,8 @@ def _log_results(logger, results: dict) -> None:
 
 def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     """Run one experiment; returns the process exit code and the results. results.json is written on every path."""
+    if launched_by_torchrun() and process_rank() > 0:
+        return _train_as_ddp_follower(cfg), None
     run_dir = _run_dir()
     logger = build_logger(_with_sweep_group(cfg.logger))
     exit_code = 0
@@ -62,6 +68,7 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     try:
         limit_threads(threads_per_job(cfg.threads, _parallel_jobs()))
         set_deterministic(cfg.deterministic)
+        init_distributed(resolve_device(str(cfg.device)))
         results = run_experiment(cfg, logger, run_dir)
         path = write_results(run_dir, results)
         _log_results(logger, results)
@@ -94,7 +101,23 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
         # Always finish, so the next multirun job never appends to this wandb run.
         logger.finish(exit_code)
         restore_sigterm()
+        shutdown_distributed()
     return exit_code, results
+
+
+def _train_as_ddp_follower(cfg: DictConfig) -> int:
+    """torchrun's processes 1..N-1: train beside rank 0, write nothing, leave reporting to rank 0."""
+    try:
+        limit_threads(threads_per_job(cfg.threads, 1))
+        set_deterministic(cfg.deterministic)
+        init_distributed(resolve_device(str(cfg.device)))
+        train_models_only(cfg)
+        return 0
+    except FamrError as err:
+        log.error("%s", err)  # rank 0 reports the same error in results.json
+        return EXIT_DIVERGED if isinstance(err, DivergedError) else EXIT_BAD_INPUT
+    finally:
+        shutdown_distributed()
 
 
 def _raise_on_sigterm():
@@ -162,8 +185,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     return objective_value(cfg, results, warn="BasicSweeper" not in sweeper)
 
 
+def _quiet_ddp_follower() -> None:
+    """Under torchrun, processes other than rank 0 get no run dir and no log file of their own."""
+    if launched_by_torchrun() and process_rank() > 0:
+        scratch = Path(tempfile.gettempdir()) / f"famr-ddp-rank{process_rank()}-{os.getpid()}"
+        sys.argv += ["hydra.output_subdir=null", f"hydra.run.dir={scratch}", "hydra/job_logging=stdout"]
+
+
 def main() -> None:
     """The famr-run console script: one run, or a Hydra multirun whose failed jobs make it exit non-zero."""
+    _quiet_ddp_follower()
     _hydra_main()
     # Jobs run here report their codes in-process; jobs of a joblib or SLURM launcher ran elsewhere and
     # are counted from the results.json files they wrote (the sweep summary callback reads them).

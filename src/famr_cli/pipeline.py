@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 import famr_cli
 from famr_cli.backbone import build_backbone
 from famr_cli.batches import Augment
-from famr_cli.cache import CacheEntry, build_once, cache_key
+from famr_cli.cache import CacheEntry, build_once, cache_key, cache_lock
 from famr_cli.dataset import ImageData, load_dataset
 from famr_cli.errors import DivergedError
 from famr_cli.evaluate.certificate.run import output_drift
@@ -33,6 +33,7 @@ from famr_cli.progress import progress_enabled
 from famr_cli.runtime import autocast_dtype, describe_device, resolve_device, seed_everything
 from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.classifier import fit_classifier, validate_recipe
+from famr_cli.train.distributed import Shard, broadcast_flag, current_shard, local_device
 from famr_cli.weights import UserWeights, load_into, read_user_weights
 
 log = logging.getLogger("famr")
@@ -114,6 +115,8 @@ def get_trained_model(
     start = time.perf_counter()
     key = cache_key(inputs)
     entry = CacheEntry(root=_cache_root(cfg), kind=kind, key=key)
+    shard = current_shard()
+    main = shard is None or shard.is_main
     model = build_model(cfg, data, device)  # same seed as the original: same initial weights
 
     def load() -> TrainedModel | None:
@@ -129,7 +132,7 @@ def get_trained_model(
         samples = len(data.y_train) if indices is None else len(indices)
         log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
         # Beside the entry, hidden like its lock: an interrupted training resumes from here.
-        state = TrainingCheckpoint(entry.path.with_name(f".{key}.training"), int(cfg.checkpoint_every), f"{kind} model")
+        state = TrainingCheckpoint(entry.path.with_name(f".{key}.training"), int(cfg.checkpoint_every), f"{kind} model", writer=main)
         started = time.perf_counter()
 
         def on_epoch_end(epoch: int, loss: float) -> None:
@@ -155,12 +158,31 @@ def get_trained_model(
         at_save = {"final_epoch_loss": fitted.epoch_losses[-1], "epoch_losses": fitted.epoch_losses}
         if fitted.resumed_from_epoch:
             at_save["resumed_from_epoch"] = fitted.resumed_from_epoch
-        entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions(), "metrics": at_save})
+        if shard is not None:
+            at_save["ddp_processes"] = shard.world_size
+        if main:
+            entry.save(model, {"train_s": train_s, "inputs": inputs, "versions": versions(), "metrics": at_save})
         state.clear()
         log.info("%s model trained in %.1f s and cached at %s.", kind.capitalize(), train_s, entry.path)
         return TrainedModel(model, key, False, train_s, train_s)
 
-    return build_once(entry.path, f"{kind} model", load, train)
+    if shard is None:
+        return build_once(entry.path, f"{kind} model", load, train)
+    return _train_distributed(entry.path, f"{kind} model", load, train, shard)
+
+
+def _train_distributed(path: Path, what: str, load, train, shard: Shard) -> TrainedModel | None:
+    """``build_once`` for DDP: rank 0 checks the cache and holds the lock; every process trains on a miss.
+
+    On a hit the other processes have nothing to do (only rank 0 unlearns and evaluates), so they get None.
+    """
+    if not shard.is_main:
+        return None if broadcast_flag(False, shard) else train()
+    with cache_lock(path, what):
+        found = load()
+        if broadcast_flag(found is not None, shard):
+            return found
+        return train()
 
 
 def user_original_model(cfg: DictConfig, data: ImageData, device: torch.device, weights: UserWeights) -> TrainedModel:
@@ -306,7 +328,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate every config value and load the data; all bad input fails here, before training."""
-    device = resolve_device(str(cfg.device))
+    device = local_device(resolve_device(str(cfg.device)))
     autocast = autocast_dtype(str(cfg.precision), device)
     method = build_method(cfg.method)
     settings = EvalSettings.from_config(cfg, autocast)
@@ -325,6 +347,16 @@ def prepare(cfg: DictConfig) -> Prepared:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)
     return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast, settings, user_weights)
+
+
+def train_models_only(cfg: DictConfig) -> None:
+    """A DDP process other than rank 0: join the trainings rank 0's run_experiment asks for, in its order, then stop."""
+    p = prepare(cfg)
+    logger = ExperimentLogger()
+    if p.user_weights is None:
+        get_original_model(cfg, p.data, p.device, logger, False, p.autocast)
+    if p.eval.reference == "retrain" or cfg.method.name == "retrain":
+        get_retrain_model(cfg, p, logger)
 
 
 FORGET_INDICES_FILE = "forget_indices.txt"

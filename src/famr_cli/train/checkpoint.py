@@ -59,14 +59,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class TrainingCheckpoint:
     """The training state of one cache entry under ``directory``, saved every ``every`` epochs (0: never)."""
 
-    def __init__(self, directory: Path, every: int, what: str):
+    def __init__(self, directory: Path, every: int, what: str, writer: bool = True):
         self.directory = Path(directory)
         self.every = int(every)
         self.what = what
+        # Under DDP every process reads the state (all resume from it), only rank 0 writes or moves it.
+        self.writer = writer
 
     def due(self, epochs_done: int, epochs: int) -> bool:
         # The last epoch's weights go to the cache itself; a state for it would only be deleted again.
-        return self.every > 0 and epochs_done < epochs and epochs_done % self.every == 0
+        return self.writer and self.every > 0 and epochs_done < epochs and epochs_done % self.every == 0
 
     def save(self, state: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -96,11 +98,13 @@ class TrainingCheckpoint:
                 raise ValueError(f"{path.name} does not match its recorded sha256")
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # any damage (truncation, bad JSON, foreign pickle) means: do not use it
-            self._discard(f"{type(err).__name__}: {err}")
+            if self.writer:
+                self._discard(f"{type(err).__name__}: {err}")
             return None
 
     def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.writer:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _discard(self, reason: str) -> None:
         aside = self.directory.with_name(f"{self.directory.name}.bad-{os.getpid()}")

@@ -8,11 +8,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
 
 from famr_cli.batches import Augment, make_batches
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
 from famr_cli.train.checkpoint import TrainingCheckpoint
+from famr_cli.train.distributed import check_batch_size, current_shard
 from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
 from famr_cli.train.optim import build_optimizer, build_schedule
 
@@ -41,6 +43,8 @@ def fit_classifier(
 ) -> LoopResult:
     """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
     validate_recipe(cfg)
+    shard = current_shard()
+    check_batch_size(int(cfg.batch_size), shard)
     batches = make_batches(
         data,
         data.x_train,
@@ -52,6 +56,7 @@ def fit_classifier(
         augment=Augment(int(cfg.augment.crop_padding), bool(cfg.augment.hflip)),
         seed=int(cfg.seed),
         train=True,
+        shard=shard,
     )
     optimizer = build_optimizer(
         model.parameters(),
@@ -69,6 +74,9 @@ def fit_classifier(
     def objective(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(m(xb), yb, label_smoothing=smoothing)
 
+    if shard is not None:
+        # DDP averages the processes' gradients each step and starts them all from rank 0's weights.
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return run_loop(
         model,
         batches,

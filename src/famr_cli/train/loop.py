@@ -140,7 +140,7 @@ def _training_state(epoch: int, epochs: int, model, optimizer, scheduler, batche
         "steps": result.steps,
         "epoch_losses": list(result.epoch_losses),
         "seconds": result.seconds,
-        "model": model.state_dict(),
+        "model": _unwrapped(model).state_dict(),  # no DDP "module." prefix: resumable at any process count
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "batches": batches.state_dict() if hasattr(batches, "state_dict") else None,
@@ -152,7 +152,7 @@ def _resume(checkpoint: TrainingCheckpoint, model, optimizer, scheduler, batches
     state = checkpoint.load()
     if state is None:
         return
-    model.load_state_dict(state["model"])
+    _unwrapped(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
@@ -170,6 +170,10 @@ def _resume(checkpoint: TrainingCheckpoint, model, optimizer, scheduler, batches
         int(state["epochs"]),
         checkpoint.directory,
     )
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
 
 
 def _parameters_finite(model: nn.Module) -> bool:
