@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
 PROFILE ?= paper
 
-.PHONY: install demo test lint tune-famr clean reproduce fault-drill
+.PHONY: install demo test lint tune-famr clean reproduce fault-drill bench
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ reproduce: install
 # Kill, corrupt and overload famr-run on digits; prints faults injected / recovered / results lost / bad inputs rejected.
 fault-drill: install
 	PYTHON=$(BIN)/python scripts/fault_drill.sh
+
+# Performance ratios (FAMR vs Retrain, scaling, sweep cost, throughput) into outputs/bench.json; DATA=CIFAR-10 path.
+bench: install
+	$(BIN)/python scripts/bench.py $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The GPU path in one prepared command, for when a GPU is lent (issue 9 grows it into the full check).
+# The GPU path in one prepared command, for when a GPU is lent (issue 9): the quickstart on CUDA, then
+# CIFAR-10 ResNet-18 original training (target >= 94 % test accuracy), Retrain and FAMR class forgetting
+# with times and accuracies, then a λ sweep on the cached models. About 6 minutes on an H100/H200.
 #   scripts/gpu_check.sh                      # on the GPU machine, from the repository root
+#   EPOCHS=60 LR=0.4 COMPILE=false scripts/gpu_check.sh   # the defaults; the recipe is conf/train/cifar10_resnet18.yaml
 # Data: FAMR_GPU_DATA (default .data/cifar10-jpeg.tar.gz, a copy of the shared CIFAR-10 JPEG archive).
 # Needs python3 with torch, timm, scikit-learn, safetensors, matplotlib; hydra-core/omegaconf/antlr4
 # are installed from .whl/ when that folder exists (machines without a package index).
@@ -8,7 +11,11 @@ set -uo pipefail
 OUT=${OUT:-/tmp/famr-gpu-check}          # logs (the device tool brings back what is here)
 RUNS=${RUNS:-/tmp/famr-gpu-runs}         # run dirs
 mkdir -p "$OUT" "$RUNS"
-EPOCHS=${EPOCHS:-10}
+# 60 epochs at lr 0.4 (the linear-scaling rule's 0.1 per 128 images at batch 512): the longer, hotter version of
+# the paper profile's 40-epoch recipe (which gave 89.8 % on an H200), aimed at the issue's 94 %.
+EPOCHS=${EPOCHS:-60}
+LR=${LR:-0.4}
+COMPILE=${COMPILE:-false}
 DATA=${FAMR_GPU_DATA:-.data/cifar10-jpeg.tar.gz}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/famr-site .whl/*.whl || exit 1
@@ -39,15 +46,25 @@ start=$SECONDS
 famr device=cuda hydra.run.dir="$RUNS/quickstart" > "$OUT/quickstart.log" 2>&1; echo "exit $? in $((SECONDS - start)) s"
 figures "$RUNS/quickstart/results.json"
 
-echo "== 2. CIFAR-10 ResNet-18, $EPOCHS epochs: original + Retrain + FAMR"
+echo "== 2. CIFAR-10 ResNet-18, $EPOCHS epochs at lr $LR (compile=$COMPILE): original + Retrain + FAMR"
 start=$SECONDS
-famr experiment=cifar10_resnet18 dataset.root="$DATA" train.epochs="$EPOCHS" device=cuda hydra.run.dir="$RUNS/cifar" > "$OUT/cifar.log" 2>&1
+CIFAR=(experiment=cifar10_resnet18 dataset.root="$DATA" train.epochs="$EPOCHS" train.lr="$LR" compile="$COMPILE" device=cuda)
+famr "${CIFAR[@]}" hydra.run.dir="$RUNS/cifar" > "$OUT/cifar.log" 2>&1
 echo "exit $? in $((SECONDS - start)) s"; grep -E "epoch [0-9]+/|trained in|Decod" "$OUT/cifar.log" | tail -6
 figures "$RUNS/cifar/results.json"
+python3 - "$RUNS/cifar/results.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r.get("status") == "ok":
+    acc, t = r["metrics"]["original"]["test_acc"], r["timing"]
+    verdict = "PASS" if acc >= 94 else "FAIL"
+    print(f"original ResNet-18 test accuracy {acc:.2f} % (>= 94 %: {verdict}); trained in {t['original_train_s']:.1f} s; "
+          f"FAMR {t['unlearn_s']:.2f} s = {100 * t['unlearn_s'] / t['retrain_s']:.2f} % of Retrain's {t['retrain_s']:.1f} s on {r['device_name']}")
+PY
 
 echo "== 3. λ sweep on the cached models (train once)"
 start=$SECONDS
-famr -m experiment=cifar10_resnet18 dataset.root="$DATA" train.epochs="$EPOCHS" device=cuda method.lam=0.01,0.1,1 \
+famr -m "${CIFAR[@]}" method.lam=0.01,0.1,1 \
   hydra.sweep.dir="$RUNS/sweep" > "$OUT/sweep.log" 2>&1
 echo "exit $? in $((SECONDS - start)) s"; grep -c "No cached" "$OUT/sweep.log" | sed 's/^/models trained in the sweep: /'
 figures "$RUNS"/sweep/[0-9]*/results.json

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import FAMR_RUN, cli_env, compose_config, read_results
+from conftest import FAMR_RUN, cli_env, compose_config, read_results, run_cli
 from famr_cli.cache import sha256_file
 from famr_cli.errors import DivergedError
 from famr_cli.logger import ExperimentLogger
@@ -154,21 +154,7 @@ def test_divergence_names_the_first_bad_step_and_the_fix():
 
 
 def test_diverging_original_training_writes_status_diverged(tmp_path):
-    proc = subprocess.run(
-        [
-            FAMR_RUN,
-            "train.epochs=3",
-            "train.lr=1e12",
-            "train.warmup_epochs=0",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "evaluate.reference=none",
-        ],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli(["train.epochs=3", "train.lr=1e12", "train.warmup_epochs=0", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     results = read_results(tmp_path / "run")
@@ -184,14 +170,7 @@ def test_deterministic_pipeline_repeats_every_digit(tmp_path):
         work = tmp_path / name
         work.mkdir()
         args = ["train.epochs=3", "method.epochs=3", "forget=sample", "forget.fraction=0.05", f"seed={seed}", "deterministic=true"]
-        proc = subprocess.run(
-            [FAMR_RUN, *args, f"hydra.run.dir={work / 'run'}", "evaluate.reference=none"],
-            cwd=work,
-            env=cli_env(work),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = run_cli([*args, f"hydra.run.dir={work / 'run'}"], cwd=work)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results = read_results(work / "run")
         return {k: results[k] for k in ("metrics", "certificate", "curves")} | {"forget": (work / "run/forget_indices.txt").read_text()}

@@ -34,6 +34,7 @@ from famr_cli.runtime import autocast_dtype, describe_device, resolve_device, se
 from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.classifier import fit_classifier, validate_recipe
 from famr_cli.train.distributed import Shard, broadcast_flag, current_shard, local_device
+from famr_cli.validate import validate_run_settings
 from famr_cli.weights import UserWeights, load_into, read_user_weights
 
 log = logging.getLogger("famr")
@@ -152,6 +153,7 @@ def get_trained_model(
             desc=kind,
             autocast=autocast,
             checkpoint=state,
+            compile_model=bool(cfg.get("compile", False)),
         )
         # The loop's own clock, so it covers epochs run before an interruption and never time spent waiting for a lock.
         train_s = fitted.seconds
@@ -328,6 +330,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate every config value and load the data; all bad input fails here, before training."""
+    validate_run_settings(cfg)  # from the config alone: seconds, before any data is decoded
     device = local_device(resolve_device(str(cfg.device)))
     autocast = autocast_dtype(str(cfg.precision), device)
     method = build_method(cfg.method)

@@ -33,7 +33,7 @@ def set_deterministic(enabled: object) -> None:
     implementation warn (warn_only) instead of stopping an experiment that has already trained for hours.
     """
     if not isinstance(enabled, bool):
-        raise FamrError(f"deterministic must be true or false (got {enabled!r}); use deterministic=true.")
+        raise FamrError(f"deterministic must be true or false (got {enabled}); use deterministic=true or deterministic=false.")
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)

@@ -49,13 +49,37 @@ class ImageData:
         return int(self.crop_size) if self.crop_size is not None else int(self.x_train.shape[-1])
 
 
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a dataset's config alone says about its data, known before anything is decoded."""
+
+    class_names: list[str]
+    in_chans: int
+    img_size: int  # the side length the model sees (``ImageData.img_size``)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 # loader(dataset config, cache root) -> ImageData; the cache root holds decoded tensors.
 DatasetLoader = Callable[[DictConfig, Path], ImageData]
 DATASETS: Registry[DatasetLoader] = Registry("dataset", "dataset=<name>")
+# describer(dataset config) -> DatasetShape: checks the section (settings, paths) without decoding anything.
+DatasetDescriber = Callable[[DictConfig], DatasetShape]
+DESCRIBERS: dict[str, DatasetDescriber] = {}
 
 
 def load_dataset(cfg: DictConfig, cache_root: Path) -> ImageData:
     return DATASETS.get(cfg.name)(cfg, Path(cache_root))
+
+
+def describe_dataset(cfg: DictConfig) -> DatasetShape | None:
+    """The dataset's classes, channels and image size from its config, after checking the section's values
+    and paths; raises :class:`FamrError` for bad ones. None for a dataset that registered no describer."""
+    DATASETS.get(cfg.name)  # an unknown name fails here, naming the choices
+    describe = DESCRIBERS.get(cfg.name)
+    return None if describe is None else describe(cfg)
 
 
 def channel_stats(x_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from famr_cli.dataset import DATASETS, ImageData, channel_stats
+from famr_cli.checks import whole
+from famr_cli.dataset import DATASETS, DESCRIBERS, DatasetShape, ImageData, channel_stats
 from famr_cli.dataset.decoded import load_or_decode
 from famr_cli.dataset.image_folder import check_classes, decode_split, extract_archive, find_layout_root, is_archive, source_signature
 from famr_cli.errors import FamrError
@@ -66,9 +67,30 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
 
 
+def _checked_root(cfg: DictConfig) -> Path | None:
+    """dataset.root as a path that exists (a folder or an archive), or None for torchvision's download."""
+    if cfg.root is None:
+        return None
+    root = Path(str(cfg.root)).expanduser().resolve()
+    if not root.exists():
+        raise FamrError(f"dataset.root={cfg.root} does not exist; {HOW_TO_PROVIDE}.")
+    if root.is_file() and not is_archive(root):
+        raise FamrError(f"dataset.root={cfg.root} is a file but not a .tar.gz/.tgz/.tar archive; {HOW_TO_PROVIDE}.")
+    return root
+
+
+def describe_cifar10(cfg: DictConfig) -> DatasetShape:
+    size = whole(cfg.img_size, "dataset.img_size", 32, minimum=1)
+    _checked_root(cfg)
+    return DatasetShape(list(CLASSES), in_chans=3, img_size=size)
+
+
+DESCRIBERS["cifar10"] = describe_cifar10
+
+
 @DATASETS.register("cifar10")
 def load_cifar10(cfg: DictConfig, cache_root: Path) -> ImageData:
-    size = int(cfg.img_size)
+    size = describe_cifar10(cfg).img_size
     if cfg.root is None:
         download_dir = Path(cfg.download_dir or cache_root / "downloads").expanduser()
         if (download_dir / TORCHVISION_DIR).is_dir():
@@ -82,11 +104,7 @@ def load_cifar10(cfg: DictConfig, cache_root: Path) -> ImageData:
                 f"CIFAR-10 is not available ({type(err).__name__} while downloading into {download_dir}); {HOW_TO_PROVIDE}."
             ) from None
 
-    root = Path(cfg.root).expanduser().resolve()
-    if not root.exists():
-        raise FamrError(f"dataset.root={cfg.root} does not exist; {HOW_TO_PROVIDE}.")
-    if root.is_file() and not is_archive(root):
-        raise FamrError(f"dataset.root={cfg.root} is a file but not a .tar.gz/.tgz/.tar archive; {HOW_TO_PROVIDE}.")
+    root = _checked_root(cfg)
     if is_archive(root):
         return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, cache_root, size))
     if (root / TORCHVISION_DIR).is_dir() or root.name == TORCHVISION_DIR:

@@ -8,8 +8,22 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from famr_cli.dataset import DATASETS, ImageData
+from famr_cli.checks import number, whole
+from famr_cli.dataset import DATASETS, DESCRIBERS, DatasetShape, ImageData
 from famr_cli.errors import FamrError
+
+CLASSES = [str(i) for i in range(10)]
+SIDE = 8
+
+
+def describe_digits(cfg: DictConfig) -> DatasetShape:
+    if not 0.0 < number(cfg.test_fraction, "dataset.test_fraction", 0.2) < 1.0:
+        raise FamrError(f"dataset.test_fraction must lie in (0, 1) (got {cfg.test_fraction}); try dataset.test_fraction=0.2.")
+    whole(cfg.split_seed, "dataset.split_seed", 0, minimum=0)
+    return DatasetShape(list(CLASSES), in_chans=1, img_size=SIDE)
+
+
+DESCRIBERS["digits"] = describe_digits
 
 
 @DATASETS.register("digits")
@@ -18,8 +32,7 @@ def load_digits(cfg: DictConfig, cache_root: Path) -> ImageData:
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < cfg.test_fraction < 1.0:
-        raise FamrError(f"dataset.test_fraction must lie in (0, 1) (got {cfg.test_fraction}); try dataset.test_fraction=0.2.")
+    describe_digits(cfg)
     bunch = sk_load_digits()
     # Pixel values are 0..16; scale to the 0..255 uint8 range every other dataset uses.
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
@@ -35,7 +48,7 @@ def load_digits(cfg: DictConfig, cache_root: Path) -> ImageData:
         y_train=torch.from_numpy(y_tr),
         x_test=torch.from_numpy(x_te),
         y_test=torch.from_numpy(y_te),
-        class_names=[str(i) for i in range(10)],
+        class_names=list(CLASSES),
         mean=(mean,),
         std=(std,),
         provenance={"source": "sklearn.datasets.load_digits"},

@@ -28,7 +28,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from famr_cli.cache import cache_key, cache_lock
-from famr_cli.dataset import DATASETS, ImageData
+from famr_cli.checks import number, whole
+from famr_cli.dataset import DATASETS, DESCRIBERS, DatasetShape, ImageData
 from famr_cli.dataset.image_folder import list_images, source_signature
 from famr_cli.errors import FamrError
 
@@ -56,19 +57,19 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
     repeated = sorted({c for c in classes if classes.count(c) > 1})
     if repeated:
         raise FamrError(f"dataset.classes lists {', '.join(repeated)} more than once; list each WordNet id once.")
-    img_size = int(cfg.img_size)
+    img_size = whole(cfg.img_size, "dataset.img_size", 224)
     if img_size < 1:
         raise FamrError(f"dataset.img_size must be a positive number of pixels (got {cfg.img_size}); try dataset.img_size=224.")
-    store_size = default_store_size(img_size) if cfg.get("store_size") is None else int(cfg.store_size)
+    store_size = default_store_size(img_size) if cfg.get("store_size") is None else whole(cfg.store_size, "dataset.store_size", 256)
     if store_size < img_size:
         raise FamrError(
             f"dataset.store_size={store_size} is smaller than dataset.img_size={img_size}; "
             "set dataset.store_size to at least img_size, or null for round(img_size * 256 / 224)."
         )
-    fraction = float(cfg.get("fraction", 1.0))
+    fraction = number(cfg.get("fraction", 1.0), "dataset.fraction", 1.0)
     if not 0.0 < fraction <= 1.0:
         raise FamrError(f"dataset.fraction must be in (0, 1] (got {cfg.fraction}); use 1.0 for every image, e.g. 0.1 for a tenth.")
-    num_workers = int(cfg.get("num_workers", 0))
+    num_workers = whole(cfg.get("num_workers", 0), "dataset.num_workers", 4)
     if num_workers < 0:
         raise FamrError(f"dataset.num_workers must be >= 0 (got {cfg.num_workers}); 0 reads batches in the main process.")
     return {"classes": classes, "img_size": img_size, "store_size": store_size, "fraction": fraction, "num_workers": num_workers}
@@ -256,6 +257,15 @@ def _mapped_tensor(arr: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(arr)
+
+
+def describe_imagenet100(cfg: DictConfig) -> DatasetShape:
+    settings = _settings(cfg)
+    _check_root(cfg.root, settings["classes"])
+    return DatasetShape(list(settings["classes"]), in_chans=3, img_size=settings["img_size"])
+
+
+DESCRIBERS[NAME] = describe_imagenet100
 
 
 @DATASETS.register(NAME)

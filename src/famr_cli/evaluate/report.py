@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from famr_cli.checks import flag, number, whole
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.model_eval import Predictions, predict, score, style_scores
@@ -45,33 +46,23 @@ class EvalSettings:
         section = cfg.evaluate
         if section.reference not in REFERENCES:
             raise FamrError(f"Unknown evaluate.reference '{section.reference}': use retrain (train the gold standard once) or none.")
-        if int(section.mia_max_shadow) < 1:
+        mia = flag(section.mia, "evaluate.mia")
+        if whole(section.mia_max_shadow, "evaluate.mia_max_shadow", 5000) < 1:
             raise FamrError(f"evaluate.mia_max_shadow must be at least 1 (got {section.mia_max_shadow}); try 5000.")
-        if int(cfg.eval_batch_size) < 1:
-            raise FamrError(f"eval_batch_size must be at least 1 (got {cfg.eval_batch_size}).")
+        batch_size = whole(cfg.eval_batch_size, "eval_batch_size", 1024, minimum=1)
+        seed = whole(cfg.seed, "seed", 0, minimum=0)
+        certificate = flag(section.get("certificate", True), "evaluate.certificate")
         newton = section.get("newton") or {}
-        tol, max_iter, damping = (
-            float(newton.get("tol", 1e-8)),
-            int(newton.get("max_iter", 1000)),
-            float(newton.get("influence_damping", 1e-3)),
-        )
+        tol = number(newton.get("tol", 1e-8), "evaluate.newton.tol", "1e-8")
+        max_iter = whole(newton.get("max_iter", 1000), "evaluate.newton.max_iter", 1000)
+        damping = number(newton.get("influence_damping", 1e-3), "evaluate.newton.influence_damping", "1e-3")
         if not (0 < tol < 1) or max_iter < 1 or damping < 0:
             raise FamrError(
                 "evaluate.newton needs 0 < tol < 1, max_iter >= 1 and influence_damping >= 0 "
                 f"(got tol={tol}, max_iter={max_iter}, influence_damping={damping}); the defaults are 1e-8, 1000, 1e-3."
             )
-        return cls(
-            str(section.reference),
-            bool(section.mia),
-            int(section.mia_max_shadow),
-            int(cfg.eval_batch_size),
-            autocast,
-            int(cfg.seed),
-            bool(section.get("certificate", True)),
-            tol,
-            max_iter,
-            damping,
-        )
+        shadow = int(section.mia_max_shadow)
+        return cls(str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping)
 
     def cache_inputs(self) -> dict[str, Any]:
         """What changes a cached model's scores (not the reference choice: scores never depend on it)."""

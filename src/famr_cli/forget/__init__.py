@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from famr_cli.dataset import ImageData
+from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.registry import Registry
 
 
@@ -34,6 +34,9 @@ class ForgetSplit:
 
 ForgetSpec = Callable[[DictConfig, ImageData], ForgetSplit]
 FORGET_SPECS: Registry[ForgetSpec] = Registry("forget spec", "forget=<name>")
+# check(forget section, dataset shape): the spec's checks that need no decoded data, run before any work.
+ForgetCheck = Callable[[DictConfig, DatasetShape], None]
+FORGET_CHECKS: dict[str, ForgetCheck] = {}
 # Names of specs whose split changes the training data, so the original model depends on them.
 TRAINING_DATA_SPECS: set[str] = set()
 
@@ -41,6 +44,18 @@ TRAINING_DATA_SPECS: set[str] = set()
 def modifies_training_data(cfg: DictConfig) -> bool:
     """Whether the forget spec ``cfg`` (the ``forget`` section) changes the data the original model trains on."""
     return str(cfg.get("name")) in TRAINING_DATA_SPECS
+
+
+def check_forget_config(cfg: DictConfig, shape: DatasetShape) -> None:
+    """Reject a bad ``forget`` section from the dataset's classes and channels alone, before any data is decoded.
+
+    The split itself (:func:`make_forget_split`) repeats these checks and adds those that need the
+    data, such as a fraction that rounds to no sample at all.
+    """
+    FORGET_SPECS.get(str(cfg.get("name")))
+    check = FORGET_CHECKS.get(str(cfg.name))
+    if check is not None:
+        check(cfg, shape)
 
 
 def make_forget_split(cfg: DictConfig, data: ImageData) -> ForgetSplit:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from famr_cli.dataset import ImageData
+from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import FORGET_SPECS, ForgetSplit
+from famr_cli.forget import FORGET_CHECKS, FORGET_SPECS, ForgetSplit
 
 
 def resolve_classes(requested, class_names: list[str]) -> list[int]:
@@ -33,6 +33,13 @@ def resolve_classes(requested, class_names: list[str]) -> list[int]:
     if len(ids) == len(class_names):
         raise FamrError("forget.classes covers every class, which leaves nothing to retain; forget fewer classes.")
     return sorted(ids)
+
+
+def check_class_config(cfg: DictConfig, shape: DatasetShape) -> None:
+    resolve_classes(cfg.get("classes"), shape.class_names)
+
+
+FORGET_CHECKS["class"] = check_class_config
 
 
 @FORGET_SPECS.register("class")

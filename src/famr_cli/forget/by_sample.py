@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from famr_cli.dataset import ImageData
+from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import FORGET_SPECS, ForgetSplit
+from famr_cli.forget import FORGET_CHECKS, FORGET_SPECS, ForgetSplit
 
 log = logging.getLogger("famr")
 
@@ -27,15 +27,28 @@ def _is_int(value) -> bool:
 
 
 def _generator(seed) -> torch.Generator:
+    check_seed(seed)
+    return torch.Generator().manual_seed(int(seed))
+
+
+def check_seed(seed) -> None:
     if not _is_int(seed):
         raise FamrError(f"forget.seed must be an integer (got {seed!r}); e.g. forget.seed=0.")
-    return torch.Generator().manual_seed(int(seed))
+
+
+def check_fraction(fraction) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
+        raise FamrError(f"forget.fraction must lie strictly between 0 and 1 (got {fraction!r}); e.g. forget.fraction=0.1.")
+
+
+def check_per_class(per_class) -> None:
+    if not _is_int(per_class) or per_class < 1:
+        raise FamrError(f"forget.per_class must be a whole number of at least 1 (got {per_class!r}); e.g. forget.per_class=10.")
 
 
 def draw_fraction(fraction, num_train: int, seed) -> torch.Tensor:
     """round(fraction * N) training indices drawn uniformly without replacement."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
-        raise FamrError(f"forget.fraction must lie strictly between 0 and 1 (got {fraction!r}); e.g. forget.fraction=0.1.")
+    check_fraction(fraction)
     count = round(float(fraction) * num_train)
     if count == 0:
         raise FamrError(
@@ -54,8 +67,7 @@ def draw_per_class(per_class, y_train: torch.Tensor, num_classes: int, seed) -> 
     """``per_class`` training indices of every class, each class drawn uniformly from one seeded generator."""
     counts = torch.bincount(y_train, minlength=num_classes)
     smallest = int(counts.min())
-    if not _is_int(per_class) or per_class < 1:
-        raise FamrError(f"forget.per_class must be a whole number of at least 1 (got {per_class!r}); e.g. forget.per_class=10.")
+    check_per_class(per_class)
     if per_class > smallest:
         raise FamrError(
             f"forget.per_class={per_class} exceeds the smallest class, which has {smallest} training samples; "
@@ -106,13 +118,19 @@ def _read_npy_indices(path: Path) -> list[int]:
     return [int(i) for i in array.tolist()]
 
 
-def read_indices_file(indices_file, num_train: int) -> torch.Tensor:
-    """Training indices from a text file (one per line) or a .npy array, checked for range and duplicates."""
+def indices_path(indices_file) -> Path:
+    """forget.indices_file as a path to an existing file."""
     path = Path(str(indices_file)).expanduser()
     if not path.is_file():
         raise FamrError(
             f"forget.indices_file {path} does not exist (relative paths start from the directory famr-run runs in); give an existing file."
         )
+    return path
+
+
+def read_indices_file(indices_file, num_train: int) -> torch.Tensor:
+    """Training indices from a text file (one per line) or a .npy array, checked for range and duplicates."""
+    path = indices_path(indices_file)
     indices = _read_npy_indices(path) if path.suffix.lower() == ".npy" else _read_text_indices(path)
     if not indices:
         raise FamrError(f"forget.indices_file {path} lists no indices, so the forget set would be empty; list at least one training index.")
@@ -136,6 +154,21 @@ def read_indices_file(indices_file, num_train: int) -> torch.Tensor:
 
 def _percent(fraction: float) -> str:
     return f"{float(fraction) * 100:g}%"
+
+
+def check_sample_config(cfg: DictConfig, shape: DatasetShape) -> None:
+    """The checks :func:`sample_split` makes that need no data: the chosen way of picking D_f, and the seed."""
+    if cfg.get("indices_file") is not None:
+        indices_path(cfg.indices_file)
+        return
+    check_seed(cfg.get("seed"))
+    if cfg.get("per_class") is not None:
+        check_per_class(cfg.per_class)
+    else:
+        check_fraction(cfg.get("fraction"))
+
+
+FORGET_CHECKS["sample"] = check_sample_config
 
 
 @FORGET_SPECS.register("sample")

@@ -24,10 +24,10 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
-from famr_cli.dataset import ImageData
+from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import FORGET_SPECS, TRAINING_DATA_SPECS, ForgetSplit
-from famr_cli.forget.by_sample import _percent, draw_fraction
+from famr_cli.forget import FORGET_CHECKS, FORGET_SPECS, TRAINING_DATA_SPECS, ForgetSplit
+from famr_cli.forget.by_sample import _percent, check_fraction, check_seed, draw_fraction
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 SEPIA = torch.tensor(
@@ -81,7 +81,7 @@ STYLES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def get_style(name, in_chans: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    if name not in STYLES:
+    if not isinstance(name, str) or name not in STYLES:
         raise FamrError(f"Unknown forget.style {name!r}; use one of: {', '.join(STYLES)}.")
     if name in ("grayscale", "sepia") and in_chans != 3:
         hint = "it would leave single-channel images unchanged" if name == "grayscale" else "it is defined on RGB images"
@@ -101,6 +101,17 @@ def resolve_relabel(value, class_names: list[str]) -> int | None:
     if str(value) in class_names:
         return class_names.index(str(value))
     raise FamrError(f"Unknown class {value!r} in forget.relabel_to; use null, an id, or one of: {', '.join(class_names)}.")
+
+
+def check_style_config(cfg: DictConfig, shape: DatasetShape) -> None:
+    """The checks :func:`style_split` makes that need no data."""
+    get_style(cfg.get("style"), shape.in_chans)
+    resolve_relabel(cfg.get("relabel_to"), shape.class_names)
+    check_fraction(cfg.get("fraction"))
+    check_seed(cfg.get("seed"))
+
+
+FORGET_CHECKS["style"] = check_style_config
 
 
 @FORGET_SPECS.register("style")

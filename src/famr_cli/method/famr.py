@@ -15,8 +15,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import ListConfig
 
 from famr_cli.backbone import classifier_parameter_names
+from famr_cli.checks import flag, is_whole, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.certificate.newton import (
     classifier_head,
@@ -84,21 +86,28 @@ class FAMR(UnlearningMethod):
         c = self.cfg
         if c.loss not in FORGET_LOSSES:
             raise FamrError(f"Unknown FAMR loss '{c.loss}': set method.loss to one of {', '.join(FORGET_LOSSES)}.")
-        if c.lam < 0:
+        if number(c.lam, "method.lam", 0.1) < 0:
             raise FamrError(f"method.lam must be >= 0 (got {c.lam}); the anchor weight cannot be negative, try method.lam=0.01.")
-        if c.lr <= 0:
-            raise FamrError(f"method.lr must be positive (got {c.lr}); try method.lr=0.01.")
+        number(c.lr, "method.lr", 0.001, positive=True)
         if c.optimizer not in OPTIMIZERS:
             raise FamrError(f"Unknown optimizer '{c.optimizer}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
-        if int(c.epochs) < 1:
-            raise FamrError(f"method.epochs must be at least 1 (got {c.epochs}).")
-        if int(c.batch_size) < 1:
-            raise FamrError(f"method.batch_size must be at least 1 (got {c.batch_size}).")
+        number(c.momentum, "method.momentum", 0.9, minimum=0)
+        number(c.weight_decay, "method.weight_decay", 0.0, minimum=0)
+        whole(c.epochs, "method.epochs", 100, minimum=1)
+        whole(c.batch_size, "method.batch_size", 256, minimum=1)
         if c.bn not in ("eval", "train"):
             raise FamrError(f"method.bn must be 'eval' (freeze BatchNorm statistics) or 'train' (got '{c.bn}').")
-        if float(c.get("retain_kd", 0.0)) < 0:
+        flag(c.get("head_only", False), "method.head_only")
+        trainable = c.get("trainable")
+        is_list = isinstance(trainable, (list, tuple, ListConfig))
+        if trainable is not None and (not is_list or not all(isinstance(t, str) for t in trainable)):
+            raise FamrError(
+                f"method.trainable must be null or a list of parameter-name prefixes (got {trainable}); "
+                "use e.g. method.trainable=[layer4,fc]."
+            )
+        if number(c.get("retain_kd", 0.0), "method.retain_kd", 0.0) < 0:
             raise FamrError(f"method.retain_kd must be >= 0 (got {c.retain_kd}); 0 turns the retained-data term off.")
-        if float(c.get("retain_kd", 0.0)) > 0 and int(c.get("retain_buffer", 0)) < 1:
+        if float(c.get("retain_kd", 0.0)) > 0 and not (is_whole(c.get("retain_buffer")) and c.get("retain_buffer") >= 1):
             raise FamrError(f"method.retain_buffer must be at least 1 when method.retain_kd > 0 (got {c.get('retain_buffer')}); try 500.")
         if c.anchor not in self.ANCHORS:
             raise FamrError(f"Unknown method.anchor '{c.anchor}': use one of {', '.join(self.ANCHORS)}.")

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
@@ -39,18 +40,18 @@ def check_training_options(cfg: DictConfig, *, suggested_lr: float) -> None:
     """The options every baseline shares; raises :class:`FamrError` naming ``method.<key>``."""
     if cfg.optimizer not in OPTIMIZERS:
         raise FamrError(f"Unknown optimizer '{cfg.optimizer}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
-    if cfg.lr <= 0:
+    if number(cfg.lr, "method.lr", f"{suggested_lr:g}") <= 0:
         raise FamrError(f"method.lr must be positive (got {cfg.lr}); try method.lr={suggested_lr:g}.")
-    if not 0 <= cfg.momentum < 1:
+    if not 0 <= number(cfg.momentum, "method.momentum", 0.9) < 1:
         raise FamrError(f"method.momentum must be in [0, 1) (got {cfg.momentum}); try method.momentum=0.9.")
-    if cfg.weight_decay < 0:
+    if number(cfg.weight_decay, "method.weight_decay", "5e-4") < 0:
         raise FamrError(f"method.weight_decay must be >= 0 (got {cfg.weight_decay}); try method.weight_decay=5e-4.")
-    if int(cfg.epochs) < 1:
-        raise FamrError(f"method.epochs must be at least 1 (got {cfg.epochs}).")
-    if int(cfg.batch_size) < 1:
-        raise FamrError(f"method.batch_size must be at least 1 (got {cfg.batch_size}).")
+    whole(cfg.epochs, "method.epochs", 10, minimum=1)
+    whole(cfg.batch_size, "method.batch_size", 256, minimum=1)
     if "schedule" in cfg and cfg.schedule not in SCHEDULES:
         raise FamrError(f"Unknown schedule '{cfg.schedule}': set method.schedule to one of {', '.join(SCHEDULES)}.")
+    if "augment" in cfg:
+        flag(cfg.augment, "method.augment")
 
 
 def check_bn_option(cfg: DictConfig) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
 from famr_cli.method.finetune import check_training_options, train_with_ce
@@ -48,7 +49,7 @@ def add_l1_grad_(params: list[nn.Parameter], alpha: float) -> None:
 class L1Sparse(UnlearningMethod):
     def validate(self) -> None:
         check_training_options(self.cfg, suggested_lr=0.01)
-        if self.cfg.alpha < 0:
+        if number(self.cfg.alpha, "method.alpha", "5e-4") < 0:
             raise FamrError(f"method.alpha must be >= 0 (got {self.cfg.alpha}); the l1 weight cannot be negative, try method.alpha=5e-4.")
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:

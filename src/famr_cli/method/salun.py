@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
 from famr_cli.method.finetune import check_training_options
@@ -57,7 +58,7 @@ def saliency_mask(grads: list[torch.Tensor], ratio: float) -> list[torch.Tensor]
 class SalUn(UnlearningMethod):
     def validate(self) -> None:
         c = self.cfg
-        if not 0 < float(c.mask_ratio) <= 1:
+        if not 0 < number(c.mask_ratio, "method.mask_ratio", 0.5) <= 1:
             raise FamrError(f"method.mask_ratio must be in (0, 1] (got {c.mask_ratio}); try method.mask_ratio=0.5.")
         check_training_options(c, suggested_lr=0.013)
 

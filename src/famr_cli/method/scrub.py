@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
 from famr_cli.method.finetune import check_training_options
@@ -65,22 +66,19 @@ class SCRUB(UnlearningMethod):
     def validate(self) -> None:
         c = self.cfg
         check_training_options(c, suggested_lr=5e-4)
-        if int(c.max_steps) < 0:
+        if whole(c.max_steps, "method.max_steps", 2) < 0:
             raise FamrError(f"method.max_steps must be >= 0 (got {c.max_steps}); it counts the epochs that include a pass over D_f.")
-        if c.alpha < 0:
+        if number(c.alpha, "method.alpha", 0.001) < 0:
             raise FamrError(f"method.alpha must be >= 0 (got {c.alpha}); try method.alpha=0.001.")
-        if c.gamma < 0:
+        if number(c.gamma, "method.gamma", 0.99) < 0:
             raise FamrError(f"method.gamma must be >= 0 (got {c.gamma}); try method.gamma=0.99.")
         if c.alpha + c.gamma == 0:
             raise FamrError(
                 "method.alpha and method.gamma are both 0, which leaves the pass over D_r nothing to keep; try method.gamma=0.99."
             )
-        if c.temperature <= 0:
+        if number(c.temperature, "method.temperature", 4) <= 0:
             raise FamrError(f"method.temperature must be positive (got {c.temperature}); try method.temperature=4.")
-        if int(c.batch_size) < 1:
-            raise FamrError(f"method.batch_size must be at least 1 (got {c.batch_size}).")
-        if int(c.forget_batch_size) < 1:
-            raise FamrError(f"method.forget_batch_size must be at least 1 (got {c.forget_batch_size}).")
+        whole(c.forget_batch_size, "method.forget_batch_size", 256, minimum=1)
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         c = self.cfg

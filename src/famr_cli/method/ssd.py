@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
 
@@ -65,12 +66,11 @@ def dampen_(
 class SSD(UnlearningMethod):
     def validate(self) -> None:
         c = self.cfg
-        if c.alpha <= 0:
+        if number(c.alpha, "method.alpha", 10) <= 0:
             raise FamrError(f"method.alpha must be positive (got {c.alpha}); try method.alpha=10.")
-        if c["lambda"] <= 0:
+        if number(c["lambda"], "method.lambda", 1) <= 0:
             raise FamrError(f"method.lambda must be positive (got {c['lambda']}); try method.lambda=1.")
-        if int(c.fisher_batch_size) < 1:
-            raise FamrError(f"method.fisher_batch_size must be at least 1 (got {c.fisher_batch_size}).")
+        whole(c.fisher_batch_size, "method.fisher_batch_size", 256, minimum=1)
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         c = self.cfg

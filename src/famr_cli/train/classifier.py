@@ -40,6 +40,7 @@ def fit_classifier(
     desc: str = "train",
     autocast: torch.dtype | None = None,
     checkpoint: TrainingCheckpoint | None = None,
+    compile_model: bool = False,
 ) -> LoopResult:
     """Train ``model`` on the training samples at ``indices`` (all of them when None)."""
     validate_recipe(cfg)
@@ -72,11 +73,14 @@ def fit_classifier(
     smoothing = float(cfg.label_smoothing)
 
     def objective(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(m(xb), yb, label_smoothing=smoothing)
+        return F.cross_entropy(forward(xb), yb, label_smoothing=smoothing)
 
     if shard is not None:
         # DDP averages the processes' gradients each step and starts them all from rank 0's weights.
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # The compiled module shares the weights; the loop keeps the plain one for modes, checkpoints and checks,
+    # so state dicts never gain torch.compile's "_orig_mod." prefix.
+    forward = torch.compile(model) if compile_model else model
     return run_loop(
         model,
         batches,
