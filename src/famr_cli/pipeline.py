@@ -32,7 +32,7 @@ from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, bui
 from famr_cli.progress import progress_enabled
 from famr_cli.runtime import autocast_dtype, describe_device, resolve_device, seed_everything
 from famr_cli.train.checkpoint import TrainingCheckpoint
-from famr_cli.train.classifier import fit_classifier, validate_recipe
+from famr_cli.train.classifier import fit_classifier
 from famr_cli.train.distributed import Shard, broadcast_flag, current_shard, local_device
 from famr_cli.validate import validate_run_settings
 from famr_cli.weights import UserWeights, load_into, read_user_weights
@@ -330,22 +330,23 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate every config value and load the data; all bad input fails here, before training."""
-    validate_run_settings(cfg)  # from the config alone: seconds, before any data is decoded
+    # From the config alone, before any data is decoded: a bad value costs seconds.
+    skeleton = validate_run_settings(cfg)
     device = local_device(resolve_device(str(cfg.device)))
     autocast = autocast_dtype(str(cfg.precision), device)
     method = build_method(cfg.method)
     settings = EvalSettings.from_config(cfg, autocast)
-    validate_recipe(cfg.train)
+    user_weights = read_user_weights(cfg.original_weights) if cfg.get("original_weights") else None
+    if user_weights is not None and skeleton is not None:
+        load_into(skeleton, user_weights, str(cfg.backbone.name))  # a misfit fails now, before any decoding or training
     data = load_dataset(cfg.dataset, _cache_root(cfg))
     split = make_forget_split(cfg.forget, data)
-    # An untrained skeleton (no weight download) lets the method reject options this backbone cannot honour.
-    skeleton_cfg = OmegaConf.merge(cfg.backbone, {"pretrained": False})
-    skeleton = build_backbone(skeleton_cfg, data.num_classes, data.in_chans, data.img_size)
-    method.check_model(skeleton)
-    user_weights = None
-    if cfg.get("original_weights"):
-        user_weights = read_user_weights(cfg.original_weights)
-        load_into(skeleton, user_weights, str(cfg.backbone.name))  # a misfit fails now, not after the Retrain reference trained
+    if skeleton is None:
+        # A dataset that cannot describe itself from its config: check the backbone against the loaded data.
+        skeleton = build_backbone(OmegaConf.merge(cfg.backbone, {"pretrained": False}), data.num_classes, data.in_chans, data.img_size)
+        method.check_model(skeleton)
+        if user_weights is not None:
+            load_into(skeleton, user_weights, str(cfg.backbone.name))
     if split.modifies_training_data:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)

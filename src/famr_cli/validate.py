@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch.nn as nn
 from omegaconf import DictConfig
 
 from famr_cli.backbone import build_skeleton
@@ -29,8 +30,9 @@ from famr_cli.train.optim import OPTIMIZERS, SCHEDULES
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
 
-def validate_run_settings(cfg: DictConfig) -> None:
-    """Raise :class:`FamrError` for the first bad value in ``cfg``; return None when every value is usable."""
+def validate_run_settings(cfg: DictConfig) -> nn.Module | None:
+    """Raise :class:`FamrError` for the first bad value in ``cfg``; when every value is usable, return the
+    untrained backbone skeleton built for the dataset's images (None for a dataset without a describer)."""
     _check_root_keys(cfg)
     _check_logger(cfg.logger)
     _check_train(cfg.train)
@@ -38,10 +40,11 @@ def validate_run_settings(cfg: DictConfig) -> None:
     method = build_method(cfg.method)  # the method's own option checks
     shape = describe_dataset(cfg.dataset)
     if shape is None:  # a dataset without a describer: its loader checks its section when it runs
-        return
+        return None
     check_forget_config(cfg.forget, shape)
     skeleton = build_skeleton(cfg.backbone, shape.num_classes, shape.in_chans, shape.img_size)
     method.check_model(skeleton)
+    return skeleton
 
 
 def _check_root_keys(cfg: DictConfig) -> None:
