@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
 PROFILE ?= paper
 
-.PHONY: install demo test lint tune-famr clean reproduce fault-drill bench
+.PHONY: install demo test lint tune tune-famr clean reproduce fault-drill bench
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+
+# The tuning protocol (docs/tuning.md): every method, the same Optuna budget, selected on validation.
+# EXPERIMENT=, FORGET=, TRIALS= (20), METHODS= (all), DATA= (CIFAR-10 path), TUNE_ARGS= (extra famr-run overrides).
+tune: install
+	$(BIN)/famr-tune experiment=$(or $(EXPERIMENT),cifar10_cpu) forget=$(or $(FORGET),class) --trials $(or $(TRIALS),20) --methods $(or $(METHODS),all) $(if $(DATA),dataset.root="$(DATA)") $(TUNE_ARGS)
 
 # Re-run the sweep behind the quickstart's FAMR defaults and print its summary table.
 tune-famr: install

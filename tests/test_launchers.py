@@ -1,7 +1,7 @@
 """Scale-out configs (docs/scaling.md): conf/hydra/launcher/{slurm,parallel}.yaml and conf/hydra/sweeper/optuna_gap.yaml.
 
-Each extends a Hydra plugin's own config, so each test skips when that plugin (an extra of
-famr-cli: slurm, parallel, optuna) is not installed.
+The launchers extend a Hydra plugin's own config, so their tests skip when that plugin (an extra of
+famr-cli: slurm, parallel) is not installed; optuna_gap is famr's own sweeper (famr_cli/tune).
 """
 
 from __future__ import annotations
@@ -47,15 +47,11 @@ def test_parallel_launcher_composes_as_joblib_with_two_processes():
     assert _hydra_cfg(["hydra/launcher=parallel", "hydra.launcher.n_jobs=4"]).launcher.n_jobs == 4
 
 
-def test_optuna_gap_sweeper_composes_with_seeded_tpe_and_famr_params():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+def test_optuna_gap_sweeper_composes_as_famrs_own_sweeper_with_a_seeded_declared_space():
     sweeper = _hydra_cfg(["hydra/sweeper=optuna_gap"]).sweeper
-    assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    assert (sweeper.direction, sweeper.study_name, sweeper.n_trials, sweeper.n_jobs) == ("minimize", "famr", 20, 1)
-    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert sweeper.sampler.seed == 0
-    assert sweeper.params["method.lam"] == "tag(log, interval(0.001, 10))"
-    assert sweeper.params["method.lr"] == "tag(log, interval(1e-5, 1e-2))"
+    assert sweeper._target_ == "hydra_plugins.famr_tune.optuna_gap_sweeper.OptunaGapSweeper"
+    assert (sweeper.direction, sweeper.n_trials, sweeper.seed, sweeper.params) == ("minimize", 20, 0, None)
+    assert sweeper.max_retain_drop == 10.0
 
 
 def test_joblib_sweep_runs_both_jobs_on_one_cached_original(tmp_path):
@@ -87,11 +83,10 @@ def _optuna_sweep(tmp_path, reference: str):
 
 
 def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = _optuna_sweep(tmp_path, "evaluate.reference=retrain")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert math.isfinite(best["best_value"])
-    assert set(best["best_params"]) == {"method.lam", "method.lr"}
+    assert set(best["best_params"]) == {"method.lam", "method.lr", "method.epochs"}  # FAMR's declared space
     gaps = []
     for job in ("0", "1"):
         results = read_results(sweep / job)

@@ -26,24 +26,53 @@ if TYPE_CHECKING:
     from famr_cli.train.distributed import Shard
 
 
+PADDING_MODES = ("zeros", "reflect")
+
+
 @dataclass(frozen=True)
 class Augment:
     crop_padding: int = 0
     hflip: bool = False
+    # The fast CIFAR recipes' extras: reflect padding for the crops, and Cutout (DeVries & Taylor 2017):
+    # one random square of this side per image set to the channel mean (0 after normalisation).
+    padding_mode: str = "zeros"
+    cutout: int = 0
 
     @property
     def active(self) -> bool:
-        return self.crop_padding > 0 or self.hflip
+        return self.crop_padding > 0 or self.hflip or self.cutout > 0
+
+    @classmethod
+    def from_config(cls, cfg) -> Augment:
+        """From a ``train.augment`` section; keys a recipe leaves out keep their defaults."""
+        return cls(
+            int(cfg.get("crop_padding", 0)),
+            bool(cfg.get("hflip", False)),
+            str(cfg.get("padding_mode", "zeros")),
+            int(cfg.get("cutout", 0)),
+        )
 
 
 def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return (x_uint8.float().div_(255.0) - mean) / std
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and take one random crop per image, vectorised over the batch."""
+def _reflect_pad(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """Mirror-pad the last two dims by index arithmetic, so uint8 images need no float copy."""
+    h, w = x.shape[-2:]
+
+    def mirrored(size: int) -> torch.Tensor:
+        idx = torch.arange(-padding, size + padding, device=x.device).abs()
+        return torch.where(idx >= size, 2 * (size - 1) - idx, idx)
+
+    return x[..., mirrored(h), :][..., mirrored(w)]
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, mode: str = "zeros") -> torch.Tensor:
+    """Pad by ``padding`` (zeros, or mirrored with ``mode="reflect"``) and take one random crop per image,
+    vectorised over the batch."""
     n, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = _reflect_pad(x, padding) if mode == "reflect" else F.pad(x, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
@@ -51,6 +80,19 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     batch = torch.arange(n, device=x.device)[:, None, None]
     # Advanced indexing yields N x H x W x C; move channels back.
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero one ``size`` x ``size`` square per (normalised) image, its centre uniform over the image and
+    the square clipped at the border, as in DeVries & Taylor's Cutout."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x.masked_fill(inside[:, None], 0.0)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -111,12 +153,15 @@ class TensorBatches:
             # Under DDP every process draws the whole global batch's crops and flips, then keeps its rows:
             # the generator stays in step across processes, so every epoch's order agrees.
             if self.augment.crop_padding > 0:
-                xb = random_crop(xb, self.augment.crop_padding, self.generator)
+                xb = random_crop(xb, self.augment.crop_padding, self.generator, self.augment.padding_mode)
             if self.augment.hflip:
                 xb = random_hflip(xb, self.generator)
+            xb = normalize(xb, self.mean, self.std)
+            if self.augment.cutout > 0:
+                xb = random_cutout(xb, self.augment.cutout, self.generator)
             if self.shard is not None:
                 xb, yb = xb[self.shard.rank :: self.shard.world_size], yb[self.shard.rank :: self.shard.world_size]
-            yield normalize(xb, self.mean, self.std), yb
+            yield xb, yb
 
 
 # Random-resized-crop ranges for streamed training: fraction of the image area, and aspect ratio.

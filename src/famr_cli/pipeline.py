@@ -21,7 +21,8 @@ from famr_cli.backbone import build_backbone
 from famr_cli.batches import Augment
 from famr_cli.cache import CacheEntry, build_once, cache_key, cache_lock
 from famr_cli.dataset import ImageData, load_dataset
-from famr_cli.errors import DivergedError
+from famr_cli.dataset.subsets import model_relevant
+from famr_cli.errors import DivergedError, FamrError
 from famr_cli.evaluate.certificate.run import output_drift
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.evaluate.model_eval import Predictions, predict_all
@@ -60,11 +61,15 @@ def _section(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 # Dataset keys that change how data is loaded, never which data: they stay out of model cache keys.
 LOADING_ONLY_KEYS = ("num_workers", "download_dir")
+NEUTRAL_AUGMENT = {"padding_mode": "zeros", "cutout": 0}
 
 
 def _model_inputs(cfg: DictConfig) -> dict[str, Any]:
-    dataset = {k: v for k, v in _section(cfg, "dataset").items() if k not in LOADING_ONLY_KEYS}
-    inputs = {"dataset": dataset, "backbone": _section(cfg, "backbone"), "train": _section(cfg, "train")}
+    dataset = model_relevant({k: v for k, v in _section(cfg, "dataset").items() if k not in LOADING_ONLY_KEYS})
+    train = _section(cfg, "train")
+    # Augmentation keys added after models were cached: at their "off" values they leave the key unchanged.
+    train["augment"] = {k: v for k, v in train.get("augment", {}).items() if NEUTRAL_AUGMENT.get(k, object()) != v}
+    inputs = {"dataset": dataset, "backbone": _section(cfg, "backbone"), "train": train}
     if modifies_training_data(cfg.forget):
         # forget=style trains the original model on stylized (maybe relabelled) images: the spec is an input.
         # Other specs only choose among training samples and keep their keys unchanged.
@@ -339,7 +344,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     user_weights = read_user_weights(cfg.original_weights) if cfg.get("original_weights") else None
     if user_weights is not None and skeleton is not None:
         load_into(skeleton, user_weights, str(cfg.backbone.name))  # a misfit fails now, before any decoding or training
-    data = load_dataset(cfg.dataset, _cache_root(cfg))
+    data = on_evaluation_split(load_dataset(cfg.dataset, _cache_root(cfg)), settings.split)
     split = make_forget_split(cfg.forget, data)
     if skeleton is None:
         # A dataset that cannot describe itself from its config: check the backbone against the loaded data.
@@ -351,6 +356,16 @@ def prepare(cfg: DictConfig) -> Prepared:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)
     return Prepared(device, method, data, split, progress_enabled(cfg.progress), autocast, settings, user_weights)
+
+
+def on_evaluation_split(data: ImageData, split: str) -> ImageData:
+    """``data`` with the validation split in the test split's place when ``evaluate.split=val``: every
+    test-set figure (TA, forget-test accuracy, the MIA's shadow non-members) is then a validation figure."""
+    if split == "test":
+        return data
+    if data.x_val is None:
+        raise FamrError("evaluate.split=val needs a validation split: set dataset.val_per_class (e.g. dataset.val_per_class=100).")
+    return replace(data, x_test=data.x_val, y_test=data.y_val, provenance={**data.provenance, "evaluated_on": "val"})
 
 
 def train_models_only(cfg: DictConfig) -> None:
@@ -405,7 +420,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
 
     if p.eval.reference == "retrain":
         retrain_reference()  # trained (or loaded) before unlearning starts, so it never counts in RTE
-    augment = Augment(int(cfg.train.augment.crop_padding), bool(cfg.train.augment.hflip))
+    augment = Augment.from_config(cfg.train.augment)
     ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, augment, retrain_reference)
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
     if report.recorded_s is not None:
@@ -449,6 +464,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
             "class_names": p.data.class_names,
             "num_train": len(p.data.y_train),
             "num_test": len(p.data.y_test),
+            "eval_split": p.eval.split,  # "val": every test figure above is on the held-out validation images
             "provenance": p.data.provenance,
         },
         "forget": forget_info,

@@ -1,6 +1,7 @@
 """Every config value checked before work starts: one :class:`FamrError` sentence naming the fix, or nothing.
 
-``validate_run_settings`` runs first in ``pipeline.prepare``. It checks the root-level keys and the
+``validate_run_settings`` runs first in ``pipeline.prepare``. It refuses keys no config file declares
+(``famr_cli.config_schema``), then checks the root-level keys and the
 ``train`` and ``logger`` sections here, and asks each stage module to check its own section from the
 config alone: the dataset (settings, paths, and the classes, channels and image size it will have),
 the forget spec against those classes and channels, the method's options, and whether the backbone
@@ -17,7 +18,9 @@ import torch.nn as nn
 from omegaconf import DictConfig
 
 from famr_cli.backbone import build_skeleton
+from famr_cli.batches import PADDING_MODES
 from famr_cli.checks import flag, number, whole
+from famr_cli.config_schema import check_known_keys
 from famr_cli.dataset import describe_dataset
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.report import EvalSettings
@@ -33,6 +36,7 @@ WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 def validate_run_settings(cfg: DictConfig) -> nn.Module | None:
     """Raise :class:`FamrError` for the first bad value in ``cfg``; when every value is usable, return the
     untrained backbone skeleton built for the dataset's images (None for a dataset without a describer)."""
+    check_known_keys(cfg)
     _check_root_keys(cfg)
     _check_logger(cfg.logger)
     _check_train(cfg.train)
@@ -63,9 +67,6 @@ def _check_root_keys(cfg: DictConfig) -> None:
     _check_objective(cfg.get("objective"))
     _check_original_weights(cfg.get("original_weights"))
     _check_cache_dir(cfg.get("cache_dir"))
-    tuned = cfg.get("tuned")
-    if tuned is not None and not isinstance(tuned, DictConfig):
-        raise FamrError(f"tuned must be a mapping of per-method settings (got {tuned}); use e.g. tuned.famr.lr=0.001 or leave it {{}}.")
 
 
 def _check_objective(objective: object) -> None:
@@ -117,4 +118,7 @@ def _check_train(cfg: DictConfig) -> None:
     augment = cfg.get("augment") or {}
     whole(augment.get("crop_padding", 0), "train.augment.crop_padding", 4, minimum=0)
     flag(augment.get("hflip", False), "train.augment.hflip")
+    if augment.get("padding_mode", "zeros") not in PADDING_MODES:
+        raise FamrError(f"Unknown train.augment.padding_mode '{augment.get('padding_mode')}': use zeros or reflect.")
+    whole(augment.get("cutout", 0), "train.augment.cutout", 8, minimum=0)
     whole(cfg.get("seed", 0), "train.seed", 0, minimum=0)

@@ -34,6 +34,9 @@ class ImageData:
     crop_size: int | None = None
     # DataLoader worker processes for streamed batches (0 = read in the main process).
     num_workers: int = 0
+    # Training images held out from every training (dataset.val_per_class): tuning scores on them.
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -71,13 +74,15 @@ DESCRIBERS: dict[str, DatasetDescriber] = {}
 
 
 def load_dataset(cfg: DictConfig, cache_root: Path) -> ImageData:
-    return DATASETS.get(cfg.name)(cfg, Path(cache_root))
+    selection = RowSelection.from_config(cfg)
+    return select_rows(DATASETS.get(cfg.name)(cfg, Path(cache_root)), selection)
 
 
 def describe_dataset(cfg: DictConfig) -> DatasetShape | None:
     """The dataset's classes, channels and image size from its config, after checking the section's values
     and paths; raises :class:`FamrError` for bad ones. None for a dataset that registered no describer."""
     DATASETS.get(cfg.name)  # an unknown name fails here, naming the choices
+    RowSelection.from_config(cfg)
     describe = DESCRIBERS.get(cfg.name)
     return None if describe is None else describe(cfg)
 
@@ -96,3 +101,4 @@ def channel_stats(x_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 
 # Importing the modules registers them.
 from famr_cli.dataset import cifar10, digits, imagenet100  # noqa: E402,F401
+from famr_cli.dataset.subsets import RowSelection, select_rows  # noqa: E402

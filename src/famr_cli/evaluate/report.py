@@ -24,6 +24,7 @@ from famr_cli.forget import ForgetSplit
 log = logging.getLogger("famr")
 
 REFERENCES = ("retrain", "none")
+EVAL_SPLITS = ("test", "val")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class EvalSettings:
     newton_tol: float = 1e-8
     newton_max_iter: int = 1000
     influence_damping: float = 1e-3
+    split: str = "test"  # "val": score on dataset.val_per_class's held-out images instead of the test set
 
     @classmethod
     def from_config(cls, cfg: DictConfig, autocast: torch.dtype | None) -> EvalSettings:
@@ -62,11 +64,15 @@ class EvalSettings:
                 f"(got tol={tol}, max_iter={max_iter}, influence_damping={damping}); the defaults are 1e-8, 1000, 1e-3."
             )
         shadow = int(section.mia_max_shadow)
-        return cls(str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping)
+        split = section.get("split", "test")
+        if split not in EVAL_SPLITS:
+            raise FamrError(f"Unknown evaluate.split '{split}': use test (the tables' figures) or val (famr-tune's selection).")
+        return cls(str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping, str(split))
 
     def cache_inputs(self) -> dict[str, Any]:
         """What changes a cached model's scores (not the reference choice: scores never depend on it)."""
-        return {"mia": self.mia, "mia_max_shadow": self.mia_max_shadow, "seed": self.seed}
+        inputs = {"mia": self.mia, "mia_max_shadow": self.mia_max_shadow, "seed": self.seed}
+        return inputs if self.split == "test" else {**inputs, "split": self.split}
 
 
 def membership_attack(preds: Predictions, data: ImageData, split: ForgetSplit, settings: EvalSettings) -> dict[str, float]:

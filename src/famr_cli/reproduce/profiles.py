@@ -29,6 +29,20 @@ UNLEARNING = "unlearning"  # `train.seed` pinned: one original and one Retrain, 
 
 
 @dataclass(frozen=True)
+class ForgetTable:
+    """One table of a profile: a forget spec (its overrides) and the title its table gets."""
+
+    name: str  # the sweep folder's and the table file's suffix ("" for class forgetting, the historical layout)
+    title: str
+    overrides: tuple[str, ...] = ()
+
+
+CLASS_TABLE = ForgetTable("", "Class forgetting")
+# SalUn's protocol (Fan et al., ICLR 2024, Table 1): 10 % of the training set drawn at random, Retrain on the other 90 %.
+SAMPLE_TABLE = ForgetTable("sample", "Random 10 % sample forgetting", ("forget=sample", "forget.fraction=0.1"))
+
+
+@dataclass(frozen=True)
 class Profile:
     """One reproduction scale. ``doc`` says what it costs and which choices are ours."""
 
@@ -44,6 +58,7 @@ class Profile:
     overrides: tuple[str, ...] = ()  # added to every famr-run command of this profile
     hidden: bool = False  # not offered by the CLI's --help (test-only profiles)
     allow_download: bool = True  # CIFAR-10 may come from a torchvision download when no local copy exists
+    forget_tables: tuple[ForgetTable, ...] = (CLASS_TABLE,)  # one methods table per forget spec, per experiment
 
     def with_seeds(self, n: int) -> Profile:
         return replace(self, seeds=tuple(range(n)))
@@ -74,6 +89,7 @@ PAPER = Profile(
     experiments=("cifar10_resnet18", "cifar10_vit", "imagenet100_resnet18"),
     seeds=(0, 1, 2),
     seed_mode=FULL,
+    forget_tables=(CLASS_TABLE, SAMPLE_TABLE),
 )
 
 CPU = Profile(
@@ -91,6 +107,7 @@ CPU = Profile(
     seeds=(0, 1),
     seed_mode=UNLEARNING,
     allow_download=False,
+    forget_tables=(CLASS_TABLE, SAMPLE_TABLE),
 )
 
 SMOKE = Profile(
@@ -104,7 +121,7 @@ SMOKE = Profile(
     seeds=(0, 1),
     seed_mode=UNLEARNING,
     lambdas=(0.01, 0.1, 1.0),
-    overrides=("train.epochs=2", "tuned.famr.epochs=10", "tuned.finetune.epochs=2"),
+    overrides=("train.epochs=2",),
     hidden=True,
 )
 

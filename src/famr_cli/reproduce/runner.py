@@ -19,7 +19,7 @@ from pathlib import Path
 from famr_cli.host import available_cores, cpu_name
 from famr_cli.reproduce import tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
-from famr_cli.reproduce.profiles import Profile
+from famr_cli.reproduce.profiles import CLASS_TABLE, ForgetTable, Profile
 from famr_cli.sweep.jobs import load_jobs
 
 METHODS = "methods"
@@ -34,6 +34,7 @@ class Sweep:
     kind: str  # METHODS or LAMBDA
     dir: Path
     argv: list[str]
+    table: ForgetTable = CLASS_TABLE  # which forget spec a METHODS sweep runs
 
     def command(self) -> str:
         return shlex.join(self.argv)
@@ -58,23 +59,25 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
     base = runs_root / profile.name
     sweeps = []
 
-    def sweep(experiment: str, kind: str, choices: list[str], seeds: tuple[int, ...]) -> Sweep:
-        out = base / experiment / kind
+    def sweep(experiment: str, kind: str, choices: list[str], seeds: tuple[int, ...], table: ForgetTable = CLASS_TABLE) -> Sweep:
+        out = base / experiment / (f"{kind}_{table.name}" if table.name else kind)
         argv = [
             *famr_run,
             "-m",
             f"experiment={experiment}",
             *choices,
+            *table.overrides,
             *profile.seed_overrides(seeds),
             *data.overrides.get(experiment, []),
             *profile.overrides,
             "progress=false",
             f"hydra.sweep.dir={hydra_value(str(out))}",
         ]
-        return Sweep(experiment, kind, out, argv)
+        return Sweep(experiment, kind, out, argv, table)
 
     for experiment in profile.experiments:
-        sweeps.append(sweep(experiment, METHODS, [f"method={','.join(profile.methods)}"], profile.seeds))
+        for table in profile.forget_tables:
+            sweeps.append(sweep(experiment, METHODS, [f"method={','.join(profile.methods)}"], profile.seeds, table))
     if profile.lambdas:
         lam = ["method=famr", f"method.lam={_numbers(profile.lambdas)}"]
         sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,)))
@@ -135,9 +138,11 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
     written = Written([], [], [])
     for sweep in sweeps:
         jobs = load_jobs(sweep.dir)
-        stem = f"{profile.name}_{sweep.experiment}"
+        stem = f"{profile.name}_{sweep.experiment}" + (f"_{sweep.table.name}" if sweep.table.name else "")
         if sweep.kind == METHODS:
-            table = tables.build_table(jobs, sweep.experiment, expected=profile.methods, seeds=profile.seeds, machine=machine)
+            table = tables.build_table(
+                jobs, sweep.experiment, expected=profile.methods, seeds=profile.seeds, machine=machine, title=sweep.table.title
+            )
         else:
             stem += "_lambda"
             table = tables.lambda_table(jobs, sweep.experiment, profile.lambdas, (profile.lambda_seed,), machine=machine)
@@ -174,7 +179,7 @@ def reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: P
         log(tables.to_markdown(table))
     failed = sum(t.failed for t in written.tables)
     total = sum(t.jobs for t in written.tables)
-    empty = [f"{s.experiment} ({s.kind})" for s, t in zip(sweeps, written.tables) if not any(r.n for r in t.rows)]
+    empty = [f"{s.experiment} ({s.dir.name})" for s, t in zip(sweeps, written.tables) if not any(r.n for r in t.rows)]
     log(f"[reproduce] wrote {len(written.files)} files under {out_dir}: " + ", ".join(p.name for p in written.files))
     if written.missing_plots:
         log("[reproduce] no λ plot to copy (the sweep summary did not write it): " + ", ".join(written.missing_plots))

@@ -67,7 +67,10 @@ LATEX_NAMES = {"l1_sparse": r"$\ell_1$-sparse"}
 HIGHLIGHT = "famr"  # bold in Markdown and LaTeX
 MISSING = "–"
 DAGGER = "†"
-UNITS = "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step."
+UNITS = (
+    "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; "
+    "trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults)."
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Row:
     seeds: list[int | None] = field(default_factory=list)  # seeds of the ok jobs
     stats: dict[str, Stat | None] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    trials: str = MISSING  # the search behind the method's values (its tuned file's tuned_by.trials)
 
     @property
     def n(self) -> int:
@@ -217,11 +221,26 @@ def build_table(
         ran = {job_seed(j) for j in members}
         row.failures += [Failure(s, "missing", "no job ran with this seed", "") for s in planned if s not in ran]
         row.stats = {m.key: aggregate(m.get(j.results) for j in ok) for m in METRICS}
+        row.trials = trials_behind(next((j.results for j in ok if j.results), None))
         rows.append(row)
     ok_results = [j.results for j in jobs if j.ok and j.results]
     devices = sorted({str(r.get("device")) for r in ok_results if r.get("device")})
     forget = next((f for r in ok_results if (f := _forget_text(r))), None)
     return Table(experiment, rows, planned, devices, forget, machine, kind, title)
+
+
+def trials_behind(results: dict[str, Any] | None) -> str:
+    """How many search trials chose a job's method values: its tuned file's count, 0 for a method's own
+    defaults (no tuned file), – for Retrain and for jobs without results."""
+    if not results or results.get("method") == "retrain":
+        return MISSING
+    tuned_by = ((results.get("config") or {}).get("method") or {}).get("tuned_by")
+    if not tuned_by:
+        return "0"
+    trials = tuned_by.get("trials")
+    protocol = str(tuned_by.get("protocol", ""))
+    text = str(trials) if trials is not None else "?"
+    return text if protocol == "famr-tune" else f"{text} (hand)" if protocol.startswith("hand") else f"{text} (none)"
 
 
 def method_tables(jobs: list[Job], default_experiment: str, **kwargs: Any) -> list[Table]:
@@ -287,13 +306,13 @@ def _footnotes(table: Table) -> list[str]:
 
 def to_markdown(table: Table) -> str:
     planned = len(table.seeds)
-    head = [table.kind, *(m.header for m in METRICS), "n"]
+    head = [table.kind, *(m.header for m in METRICS), "n", "trials"]
     lines = [f"**{table.caption()}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.rows:
         label = f"**{row.label}**" if row.key == HIGHLIGHT else row.label
         label += f" {DAGGER}" if row.failures else ""
         cells = [fmt_cell(row.stats.get(m.key), planned) for m in METRICS]
-        lines.append("| " + " | ".join([label, *cells, _n_cell(row, planned)]) + " |")
+        lines.append("| " + " | ".join([label, *cells, _n_cell(row, planned), row.trials]) + " |")
     notes = _footnotes(table)
     if notes:
         lines += ["", *(f"{DAGGER} {n}" for n in notes)]
@@ -310,13 +329,13 @@ def to_csv(table: Table) -> str:
     head = ["experiment", table.kind if table.kind != "λ" else "lam", "name", "n", "failed"]
     for m in METRICS:
         head += [f"{m.key}_mean", f"{m.key}_std"]
-    writer.writerow([*head, "seeds", "devices"])
+    writer.writerow([*head, "seeds", "devices", "trials"])
     for row in table.rows:
         cells: list[str] = [table.experiment, row.key, row.label, str(row.n), str(len(row.failures))]
         for m in METRICS:
             stat = row.stats.get(m.key)
             cells += [_csv_number(stat.mean if stat else None), _csv_number(stat.std if stat else None)]
-        cells += [";".join("?" if s is None else str(s) for s in row.seeds), ";".join(table.devices)]
+        cells += [";".join("?" if s is None else str(s) for s in row.seeds), ";".join(table.devices), row.trials]
         writer.writerow(cells)
     return out.getvalue()
 
@@ -345,13 +364,17 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     planned = len(table.seeds)
-    head = [table.kind.capitalize() if table.kind != "λ" else r"$\lambda$", *(m.latex for m in METRICS), "$n$"]
+    head = [table.kind.capitalize() if table.kind != "λ" else r"$\lambda$", *(m.latex for m in METRICS), "$n$", "Trials"]
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\caption{" + latex_escape(table.caption()) + "}",
-        r"\label{tab:" + table.experiment.replace("_", "-") + ("-lambda" if table.kind == "λ" else "") + "}",
-        r"\begin{tabular}{l" + "r" * (len(METRICS) + 1) + "}",
+        r"\label{tab:"
+        + table.experiment.replace("_", "-")
+        + ("-lambda" if table.kind == "λ" else "")
+        + ("-sample" if "sample" in table.title else "")
+        + "}",
+        r"\begin{tabular}{l" + "r" * (len(METRICS) + 2) + "}",
         r"\toprule",
         " & ".join(head) + r" \\",
         r"\midrule",
@@ -360,7 +383,7 @@ def to_latex(table: Table) -> str:
         label = rf"\textbf{{{row.latex_label}}}" if row.key == HIGHLIGHT else row.latex_label
         label += r"$^\dagger$" if row.failures else ""
         cells = [latex_escape(fmt_cell(row.stats.get(m.key), planned, pm=" ± ")) for m in METRICS]
-        lines.append(" & ".join([label, *cells, latex_escape(_n_cell(row, planned))]) + r" \\")
+        lines.append(" & ".join([label, *cells, latex_escape(_n_cell(row, planned)), latex_escape(row.trials)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = _footnotes(table)
     if notes:

@@ -54,7 +54,7 @@ def fit_classifier(
         batch_size=int(cfg.batch_size),
         device=device,
         shuffle=True,
-        augment=Augment(int(cfg.augment.crop_padding), bool(cfg.augment.hflip)),
+        augment=Augment.from_config(cfg.augment),
         seed=int(cfg.seed),
         train=True,
         shard=shard,

@@ -69,6 +69,7 @@ def run_loop(
         _resume(checkpoint, model, optimizer, scheduler, batches, result)
     bar = progress_bar(epochs * steps_per_epoch, desc, show_progress, initial=result.steps)
     start, seconds_before = time.perf_counter(), result.seconds
+    saving_s = 0.0  # training-state saves are bookkeeping: kept out of the training time the run reports
     # The first step whose loss was not finite, tracked on the device so finding it costs no sync per step.
     step_counter = torch.full((), result.steps, dtype=torch.long, device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -106,9 +107,11 @@ def run_loop(
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}")
             if hooks.on_epoch_end is not None:
                 hooks.on_epoch_end(epoch, mean_loss)
-            result.seconds = seconds_before + time.perf_counter() - start
+            result.seconds = seconds_before + time.perf_counter() - start - saving_s
             if checkpoint is not None and checkpoint.due(epoch + 1, epochs):
+                save_start = time.perf_counter()
                 checkpoint.save(_training_state(epoch + 1, epochs, model, optimizer, scheduler, batches, result))
+                saving_s += time.perf_counter() - save_start
     finally:
         bar.close()
     return result

@@ -1,0 +1,142 @@
+"""``famr-tune``: the same Optuna budget for every method, selected on validation, written as tuned config.
+
+    famr-tune experiment=cifar10_cpu forget=class dataset.root=DATA --trials 20
+    famr-tune experiment=cifar10_cpu forget=sample --methods famr,ssd --trials 20
+
+For each method it runs ``famr-run -m hydra/sweeper=optuna_gap`` with ``evaluate.split=val`` and a
+journal file per study under ``--dir`` (run it again to resume: finished trials are kept, an
+interrupted one is retried), prints one line per method, and writes the best values into
+``conf/method/tuned/<experiment>/<forget>/<method>.yaml`` unless ``--no-write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+
+from famr_cli.cli import CONFIG_DIR
+from famr_cli.errors import FamrError
+from famr_cli.tune.space import declared_space, tunable_methods
+from famr_cli.tune.study import OK, read_trials
+from famr_cli.tune.tuned_file import current_commit, write_tuned_file
+
+log = logging.getLogger("famr")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="famr-tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="all", help="comma-separated methods, or all (every method with a declared space)")
+    parser.add_argument("--trials", type=int, default=20, help="Optuna trials per method: the same budget for every method (default 20)")
+    parser.add_argument("--dir", default="outputs/tuning", help="where studies (journal files), trials files and trial runs go")
+    parser.add_argument("--max-retain-drop", type=float, default=10.0, help="reject trials whose retained accuracy falls more points")
+    parser.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed")
+    parser.add_argument("--no-write", action="store_true", help="search only; leave conf/method/tuned/ as it is")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("-")]
+    if unknown:
+        parser.error(f"unknown options {unknown}; famr-run overrides take the form key=value")
+    if args.trials < 1:
+        parser.error("--trials must be at least 1")
+    return args, overrides
+
+
+def resolve_target(overrides: list[str]) -> tuple[str, str, int]:
+    """The experiment and forget spec the overrides select, and the validation rows per class they hold out."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    return str(choices.get("experiment")), str(choices.get("forget")), int(cfg.dataset.get("val_per_class") or 0)
+
+
+def study_command(method: str, overrides: list[str], study_dir: Path, args: argparse.Namespace) -> list[str]:
+    famr_run = str(Path(sys.executable).with_name("famr-run"))
+    return [
+        famr_run,
+        "-m",
+        "hydra/sweeper=optuna_gap",
+        *overrides,
+        f"method={method}",
+        "evaluate.split=val",
+        "evaluate.reference=retrain",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.seed={args.seed}",
+        f"hydra.sweeper.max_retain_drop={args.max_retain_drop}",
+        f"hydra.sweeper.storage={study_dir / 'study.journal'}",
+        f"hydra.sweeper.trials_file={study_dir / 'trials.jsonl'}",
+        f"hydra.sweep.dir={study_dir / 'runs'}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[famr-tune] %(message)s")
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        experiment, forget, val_per_class = resolve_target(overrides)
+        if val_per_class < 1:
+            raise FamrError(
+                f"famr-tune selects on a validation split, and experiment={experiment} holds none: "
+                "add dataset.val_per_class=N (it changes the original model, so tables must use the same value)."
+            )
+        methods = tunable_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+        for method in methods:
+            declared_space(experiment, method)  # an unknown method or a missing space fails before any trial
+    except FamrError as err:
+        print(f"[famr-tune][ERROR] {err}", file=sys.stderr)
+        return 2
+    root = Path(args.dir) / experiment / forget
+    commit = current_commit(Path(CONFIG_DIR))
+    worst = 0
+    print(f"famr-tune: experiment={experiment} forget={forget}, {args.trials} trials per method, selection on validation")
+    for method in methods:
+        study_dir = root / method
+        start = time.perf_counter()
+        proc = subprocess.run(study_command(method, overrides, study_dir, args))
+        seconds = time.perf_counter() - start
+        results_file = study_dir / "runs" / "optimization_results.yaml"
+        if proc.returncode or not results_file.is_file():
+            print(f"  {method:13s} search failed (exit {proc.returncode}); rerun to resume: {study_dir}")
+            worst = max(worst, proc.returncode or 1)
+            continue
+        summary = yaml.safe_load(results_file.read_text())
+        trials = read_trials(study_dir / "trials.jsonl")
+        accepted = sum(1 for t in trials if t["state"] == OK)
+        trial_s = sum(t["wall_s"] for t in trials)
+        best = summary.get("best_params")
+        print(
+            f"  {method:13s} {len(trials)} trials ({accepted} accepted, {trial_s:.0f} s of trials, {seconds:.0f} s now): "
+            f"best {summary['objective']}={summary['best_value']:.3f} at {best}"
+        )
+        if best and not args.no_write:
+            provenance = {
+                "search": f"{args.trials} Optuna TPE trials (seed {args.seed}) over {sorted(best)}",
+                "trials": args.trials,
+                "accepted": accepted,
+                "budget_s": round(trial_s),
+                "selection": f"lowest {summary['objective']} on the validation split (dataset.val_per_class={val_per_class})",
+                "study": str(study_dir / "trials.jsonl"),
+                "commit": commit,
+            }
+            path = Path(CONFIG_DIR) / "method" / "tuned" / experiment / forget / f"{method}.yaml"
+            write_tuned_file(
+                path,
+                experiment=experiment,
+                forget=forget,
+                best_params=best,
+                provenance=provenance,
+                objective=summary["objective"],
+                guard=args.max_retain_drop,
+            )
+            print(f"  {'':13s} wrote {path}")
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())

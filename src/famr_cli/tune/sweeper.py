@@ -1,0 +1,157 @@
+"""The Hydra sweeper behind ``hydra/sweeper=optuna_gap``: Optuna trials run as famr-run jobs.
+
+Each trial draws values from the method's declared space (or ``params``), runs one famr-run job
+through the configured launcher, reads that job's results.json and scores it: the ``objective``
+(Avg. Gap to Retrain by default), unless the job failed or its retained accuracy fell more than
+``max_retain_drop`` points below the original's (the collapse guard), which rejects the trial.
+The study lives in a journal file when ``storage`` is set, so ``n_trials`` is the study's total
+budget: a resumed search runs only the trials still missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from famr_cli.errors import FamrError
+from famr_cli.tune.space import Param, declared_space, parse_space
+from famr_cli.tune.study import FAILED, OK, REJECTED, append_trial, best_trial, finish_trial, open_study, read_trials, spent_trials
+
+log = logging.getLogger("famr")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    direction: str = "minimize"
+    study_name: str | None = None
+    storage: str | None = None
+    n_trials: int = 20
+    seed: int = 0
+    params: dict[str, Any] | None = None
+    max_retain_drop: float = 10.0
+    trials_file: str | None = None
+
+
+def trial_outcome(results: dict[str, Any] | None, objective: str, max_retain_drop: float) -> tuple[str, float, str]:
+    """(state, objective value, reason) of one finished job's results.json."""
+    if results is None or results.get("status") != "ok":
+        reason = "no results.json" if results is None else f"status {results.get('status')}: {results.get('error', '')}"
+        return FAILED, math.inf, reason
+    value: Any = results
+    for part in objective.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return FAILED, math.inf, f"objective {objective} missing or not finite (is evaluate.reference=retrain?)"
+    metrics = results["metrics"]
+    drop = metrics["original"]["retain_test_acc"] - metrics["unlearned"]["retain_test_acc"]
+    if drop > max_retain_drop:
+        return REJECTED, float(value), f"retained accuracy fell {drop:.2f} points (> {max_retain_drop:g})"
+    return OK, float(value), ""
+
+
+def trial_record(
+    number: int, values: dict[str, Any], state: str, value: float, reason: str, results: dict | None, wall_s: float, run_dir: Path
+):
+    """One line of the trials file: what was tried, what it scored, what it cost."""
+    metrics = (results or {}).get("metrics", {})
+
+    def core(name: str) -> dict[str, Any]:
+        scores = metrics.get(name) or {}
+        keys = ("UA", "RA", "TA", "mia_efficacy", "forget_test_acc", "retain_test_acc")
+        return {k: scores.get(k) for k in keys if k in scores}
+
+    return {
+        "number": number,
+        "params": values,
+        "state": state,
+        "objective": value if math.isfinite(value) else None,
+        "reason": reason,
+        "unlearned": core("unlearned"),
+        "original": core("original"),
+        "retrain": core("retrain"),
+        "gaps": {k: v for k, v in ((results or {}).get("gaps") or {}).items() if isinstance(v, (int, float))},
+        "unlearn_s": ((results or {}).get("timing") or {}).get("unlearn_s"),
+        "wall_s": wall_s,
+        "eval_split": ((results or {}).get("dataset") or {}).get("eval_split"),
+        "run_dir": str(run_dir),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str], launch) -> dict[str, Any]:
+    """The search itself; ``launch(overrides, job_index)`` runs one famr-run job and returns its run dir."""
+    choices = config.hydra.runtime.choices
+    experiment, forget, method = (str(choices.get(k)) for k in ("experiment", "forget", "method"))
+    space: list[Param] = parse_space(settings.params) if settings.params else declared_space(experiment, method)
+    name = settings.study_name or f"{experiment}-{forget}-{method}"
+    searched = {p.key for p in space}
+    fixed = [a for a in arguments if a.split("=", 1)[0].lstrip("+~") in searched]
+    if fixed:
+        log.warning("Study %s searches %s, so the overrides %s are ignored.", name, sorted(searched), fixed)
+        arguments = [a for a in arguments if a not in fixed]
+    sweep_dir = Path(config.hydra.sweep.dir)
+    trials_path = (
+        Path(settings.trials_file) if settings.trials_file else _beside(settings.storage, ".trials.jsonl") or sweep_dir / "trials.jsonl"
+    )
+    study = open_study(name, settings.storage, settings.seed, settings.direction)
+    done = spent_trials(study)
+    if done:
+        log.info("Study %s resumed: %d of %d trials already done (%s).", name, done, settings.n_trials, settings.storage)
+    objective = str(config.get("objective", "gaps.avg_gap"))
+    while spent_trials(study) < settings.n_trials:
+        trial = study.ask()
+        values = {p.key: p.suggest(trial) for p in space}
+        overrides = [*arguments, *(f"{k}={v}" for k, v in values.items())]
+        start = time.perf_counter()
+        run_dir = launch(overrides, trial.number)
+        results = _read_results(run_dir)
+        state, value, reason = trial_outcome(results, objective, settings.max_retain_drop)
+        finish_trial(study, trial, value, state)
+        append_trial(trials_path, trial_record(trial.number, values, state, value, reason, results, time.perf_counter() - start, run_dir))
+        log.info("Study %s trial %d: %s %s=%.4g %s", name, trial.number, state, objective, value, reason)
+    best = best_trial([r for r in read_trials(trials_path)])
+    summary = {
+        "study": name,
+        "storage": settings.storage,
+        "trials_file": str(trials_path),
+        "n_trials": settings.n_trials,
+        "objective": objective,
+        "best_params": best["params"] if best else None,
+        "best_value": best["objective"] if best else math.inf,
+        "best_trial": best["number"] if best else None,
+    }
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
+    return summary
+
+
+def _beside(storage: str | None, suffix: str) -> Path | None:
+    return None if not storage else Path(storage).with_suffix(suffix)
+
+
+def _read_results(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def settings_from(kwargs: dict[str, Any]) -> SweepSettings:
+    known = set(SweepSettings.__dataclass_fields__)
+    unknown = set(kwargs) - known
+    if unknown:
+        raise FamrError(f"hydra.sweeper has unknown keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}.")
+    if int(kwargs.get("n_trials", 20)) < 1:
+        raise FamrError(f"hydra.sweeper.n_trials must be at least 1 (got {kwargs.get('n_trials')}).")
+    params = kwargs.get("params")
+    if params is not None and not isinstance(params, dict):
+        params = OmegaConf.to_container(params, resolve=True)
+    return SweepSettings(**{**kwargs, "params": params})

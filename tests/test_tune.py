@@ -1,0 +1,117 @@
+"""famr-tune: declared spaces, the collapse guard, a resumable journal study, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import cli_env
+from famr_cli.cli import CONFIG_DIR
+from famr_cli.errors import FamrError
+from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
+from famr_cli.tune.study import FAILED, OK, REJECTED, finish_trial, open_study, spent_trials
+from famr_cli.tune.sweeper import trial_outcome
+from famr_cli.tune.tuned_file import write_tuned_file
+
+FAMR_TUNE = str(Path(sys.executable).with_name("famr-tune"))
+SPACE_FILES = sorted(SPACES_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACE_FILES, ids=[p.stem for p in SPACE_FILES])
+def test_every_declared_space_names_real_keys_of_its_method_with_one_to_three_parameters(path):
+    for method, entry in yaml.safe_load(path.read_text()).items():
+        shipped = yaml.safe_load((Path(CONFIG_DIR) / "method" / f"{method}.yaml").read_text())
+        space = declared_space(path.stem, method)
+        assert 1 <= len(space) <= 3, method
+        for param in space:
+            assert param.key.startswith("method.") and param.key.removeprefix("method.") in shipped, (method, param.key)
+
+
+def test_every_method_but_retrain_has_a_declared_space():
+    methods = {p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
+    assert set(tunable_methods()) == methods - {"retrain"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [({"low": 1, "high": 1}, "low < high"), ({"low": 0, "high": 1, "log": True}, "low must be positive"), ({"lo": 1}, "unknown fields")],
+)
+def test_bad_space_entries_are_one_sentence(spec, fragment):
+    with pytest.raises(FamrError, match=fragment):
+        Param.parse("method.lr", spec)
+
+
+def _results(unlearned_retain: float, gap: float | None = 2.0, status: str = "ok") -> dict:
+    metrics = {"original": {"retain_test_acc": 90.0}, "unlearned": {"retain_test_acc": unlearned_retain}}
+    return {"status": status, "metrics": metrics, "gaps": {} if gap is None else {"avg_gap": gap}}
+
+
+def test_the_collapse_guard_and_failures_reject_a_trial():
+    assert trial_outcome(_results(85.0), "gaps.avg_gap", 10.0) == (OK, 2.0, "")
+    state, value, reason = trial_outcome(_results(70.0), "gaps.avg_gap", 10.0)
+    assert (state, value) == (REJECTED, 2.0) and "fell 20.00 points" in reason
+    assert trial_outcome(_results(85.0, status="diverged"), "gaps.avg_gap", 10.0)[0] == FAILED
+    assert trial_outcome(_results(85.0, gap=None), "gaps.avg_gap", 10.0)[:2] == (FAILED, math.inf)
+    assert trial_outcome(None, "gaps.avg_gap", 10.0)[0] == FAILED
+
+
+def test_a_resumed_study_keeps_finished_trials_and_retries_the_interrupted_one(tmp_path):
+    journal = tmp_path / "study.journal"
+    study = open_study("s", str(journal), seed=0)
+    finish_trial(study, study.ask(), 1.5, OK)
+    finish_trial(study, study.ask(), math.inf, REJECTED)
+    study.ask()  # left running, as when the process is killed mid-trial
+    resumed = open_study("s", str(journal), seed=0)
+    assert spent_trials(resumed) == 2
+    assert [t.state.name for t in resumed.get_trials()] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert resumed.best_value == 1.5
+
+
+def test_the_tuned_file_keeps_unsearched_keys_and_names_its_search(tmp_path):
+    path = tmp_path / "famr.yaml"
+    path.write_text("lam: 0.1\ntrainable: [layer4, fc]\ntuned_by:\n  protocol: old\n")
+    provenance = {"search": "2 trials", "trials": 2, "accepted": 2, "budget_s": 10, "selection": "val", "study": "x", "commit": "abc"}
+    write_tuned_file(
+        path, experiment="e", forget="class", best_params={"method.lam": 3.0}, provenance=provenance, objective="gaps.avg_gap", guard=10
+    )
+    written = yaml.safe_load(path.read_text())
+    assert written["lam"] == 3.0 and written["trainable"] == ["layer4", "fc"]
+    assert written["tuned_by"]["protocol"] == "famr-tune" and written["tuned_by"]["trials"] == 2 and written["tuned_by"]["commit"] == "abc"
+    assert path.read_text().startswith("# Values for experiment=e forget=class")
+
+
+def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = cli_env(tmp_path)
+    argv = [FAMR_TUNE, "--dir", str(tmp_path / "tuning"), "--no-write", *args, "dataset.val_per_class=10", "train.epochs=2"]
+    return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_famr_tune_needs_a_validation_split(tmp_path):
+    proc = subprocess.run(
+        [FAMR_TUNE, "--methods", "famr", "--trials", "1"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "add dataset.val_per_class=N" in proc.stderr
+
+
+def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(tmp_path):
+    proc = _tune(tmp_path, "--methods", "famr,ssd", "--trials", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    root = tmp_path / "tuning" / "quickstart" / "class"
+    for method in ("famr", "ssd"):
+        trials = [json.loads(line) for line in (root / method / "trials.jsonl").read_text().splitlines()]
+        assert [t["number"] for t in trials] == [0, 1]
+        assert all(t["eval_split"] == "val" and t["wall_s"] > 0 and set(t["params"]) for t in trials)
+        assert all(t["state"] != OK or math.isfinite(t["objective"]) for t in trials)
+    assert "famr " in proc.stdout and "ssd " in proc.stdout and "2 trials" in proc.stdout
+    # A larger budget later runs only the missing trial; the same budget again runs none.
+    again = _tune(tmp_path, "--methods", "famr", "--trials", "3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
+    assert _tune(tmp_path, "--methods", "famr", "--trials", "3").returncode == 0
+    assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
