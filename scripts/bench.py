@@ -11,7 +11,7 @@ Sections (each printed as a table, all written to ``--out``, default outputs/ben
      cached original model; Retrain is trained from scratch here with the experiment's recipe on
      D_r (``--quick``: one epoch timed, times the recipe's epochs, labelled an estimate).
   b. Scaling: FAMR's time and one Retrain epoch's time as the retained set grows 1x, 2x, 4x
-     (11,250 / 22,500 / 45,000 CIFAR-10 images) at a fixed forget set (all 5,000 airplanes).
+     (a quarter, half and all of D_r) at a fixed forget set (every training image of class 0).
   c. Sweep cost: scripts/sweep_cost.py on digits (an N-value λ sweep's wall time over one run plus
      N unlearning + evaluation steps).
   d. Throughput (images/s): original-model training steps, FAMR steps, evaluation, and the data path

@@ -96,7 +96,6 @@ def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
 
 
 def test_optuna_sweep_goes_on_after_a_trial_without_an_objective(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     # No Retrain reference, so gaps.avg_gap is missing and every trial's objective is +inf (as for a diverged job).
     sweep = _optuna_sweep(tmp_path, "evaluate.reference=none")
     assert (sweep / "1" / "results.json").is_file()  # the second trial still ran

@@ -48,25 +48,26 @@ CANNED = [
 ]
 CAPTION = (
     "Class forgetting, cifar10_cpu, forget class 0 (airplane); mean ± std over seeds 0, 1; device: cpu (Test CPU, 2 cores). "
-    "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step."
+    "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; "
+    "trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults)."
 )
 EXPECTED_MARKDOWN = f"""**{CAPTION}**
 
-| method | UA | RA | TA | forget-test acc | MIA-Efficacy | Avg. Gap | RTE s | RTE % of Retrain | n |
-|---|---|---|---|---|---|---|---|---|---|
-| Retrain | 100.00 ± 0.00 | 85.00 ± 0.00 | 82.00 ± 0.00 | 0.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 | 600.00 ± 0.00 | 100.00 ± 0.00 | 2 |
-| **FAMR** | 97.00 ± 1.41 | 81.00 ± 1.41 | 79.00 ± 1.41 | 3.00 ± 1.41 | 4.00 ± 1.41 | 25.00 ± 1.41 | 3.00 ± 1.41 | 0.40 ± 0.14 | 2 |
+| method | UA | RA | TA | forget-test acc | MIA-Efficacy | Avg. Gap | RTE s | RTE % of Retrain | n | trials |
+|---|---|---|---|---|---|---|---|---|---|---|
+| Retrain | 100.00 ± 0.00 | 85.00 ± 0.00 | 82.00 ± 0.00 | 0.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 | 600.00 ± 0.00 | 100.00 ± 0.00 | 2 | – |
+| **FAMR** | 97.00 ± 1.41 | 81.00 ± 1.41 | 79.00 ± 1.41 | 3.00 ± 1.41 | 4.00 ± 1.41 | 25.00 ± 1.41 | 3.00 ± 1.41 | 0.40 ± 0.14 | 2 | 0 |
 """
 EXPECTED_LATEX = r"""\begin{table}[t]
 \centering
-\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step.}
+\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults).}
 \label{tab:cifar10-cpu}
-\begin{tabular}{lrrrrrrrrr}
+\begin{tabular}{lrrrrrrrrrr}
 \toprule
-Method & UA & RA & TA & Forget-test acc & MIA-Efficacy & Avg.\ Gap & RTE (s) & RTE (\% of Retrain) & $n$ \\
+Method & UA & RA & TA & Forget-test acc & MIA-Efficacy & Avg.\ Gap & RTE (s) & RTE (\% of Retrain) & $n$ & Trials \\
 \midrule
-Retrain & 100.00 $\pm$ 0.00 & 85.00 $\pm$ 0.00 & 82.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 600.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 2 \\
-\textbf{FAMR} & 97.00 $\pm$ 1.41 & 81.00 $\pm$ 1.41 & 79.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 4.00 $\pm$ 1.41 & 25.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 0.40 $\pm$ 0.14 & 2 \\
+Retrain & 100.00 $\pm$ 0.00 & 85.00 $\pm$ 0.00 & 82.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 600.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 2 & -- \\
+\textbf{FAMR} & 97.00 $\pm$ 1.41 & 81.00 $\pm$ 1.41 & 79.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 4.00 $\pm$ 1.41 & 25.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 0.40 $\pm$ 0.14 & 2 & 0 \\
 \bottomrule
 \end{tabular}
 \end{table}
@@ -132,7 +133,7 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     assert famr.n == 1 and famr.stats["UA"] == tables.Stat(96.0, None, 1)
     md = tables.to_markdown(table)
     assert "5 of 8 jobs failed (†)" in md
-    assert "| **FAMR** † | 96.00 (n=1) | 80.00 (n=1) |" in md and md.split("\n")[5].endswith("| 1 of 2 |")
+    assert "| **FAMR** † | 96.00 (n=1) | 80.00 (n=1) |" in md and md.split("\n")[5].endswith("| 1 of 2 | 0 |")
     assert "| SSD † | – | – | – | – | – | – | – | – | 0 of 2 |" in md
     assert "† FAMR, seed 1: diverged (Non-finite loss in epoch 2.)" in md
     assert "† SSD, seed 0: missing (no results.json (the job was killed or never started))" in md
@@ -154,14 +155,23 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     runs = tmp_path / "runs"
     sweeps = plan_sweeps(profile, runs, DataPlan(), famr_run=["famr-run"])
     write_sweep(sweeps[0].dir, [({"method": m, "seed": str(s)}, r) for m, s, r in CANNED[:3]])
+    assert [s.dir.name for s in sweeps] == ["methods", "methods_sample", "lambda"]
+    assert "forget=sample" in sweeps[1].argv and "forget.fraction=0.1" in sweeps[1].argv
+    write_sweep(sweeps[1].dir, [({"method": m, "seed": str(s)}, r) for m, s, r in CANNED[:2]])
     lam = results("famr", 0, 90, 80, 78, 4, 3, 26, 2, 0.003)
-    write_sweep(sweeps[1].dir, [({"method": "famr", "method.lam": "0.1", "seed": "0"}, lam)])
-    (sweeps[1].dir / "tradeoff.png").write_bytes(b"\x89PNG")
+    write_sweep(sweeps[2].dir, [({"method": "famr", "method.lam": "0.1", "seed": "0"}, lam)])
+    (sweeps[2].dir / "tradeoff.png").write_bytes(b"\x89PNG")
     out, log = tmp_path / "tables", []
     assert reproduce(profile, sweeps, out, runs, tables_only=True, log=log.append) == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"cpu_cifar10_cpu{s}" for s in (".md", ".csv", ".tex", "_lambda.md", "_lambda.csv", "_lambda.tex", "_lambda_tradeoff.png")]
+        [
+            f"cpu_cifar10_cpu{s}"
+            for s in (".md", ".csv", ".tex", "_sample.md", "_sample.csv", "_sample.tex", "_lambda.md", "_lambda.csv", "_lambda.tex", "_lambda_tradeoff.png")
+        ]
     )
+    sample = (out / "cpu_cifar10_cpu_sample.md").read_text()
+    assert sample.startswith("**Random 10 % sample forgetting, cifar10_cpu") and "| trials |" in sample
+    assert r"\label{tab:cifar10-cpu-sample}" in (out / "cpu_cifar10_cpu_sample.tex").read_text()
     assert "| λ = 0.1 | 90.00 |" in (out / "cpu_cifar10_cpu_lambda.md").read_text()
     assert any("did not finish ok" in line for line in log)
 
@@ -175,6 +185,7 @@ def test_profiles_as_specified():
     assert cpu.seed_overrides(cpu.seeds) == ["seed=0,1", "train.seed=0"]
     assert paper.lambdas == cpu.lambdas == (0.01, 0.03, 0.1, 0.3, 1.0)
     assert smoke.hidden and smoke.experiments == ("quickstart",) and set(smoke.methods) == {"famr", "finetune", "retrain"}
+    assert [t.title for t in cpu.forget_tables] == [t.title for t in paper.forget_tables] == ["Class forgetting", "Random 10 % sample forgetting"]
 
 
 FAKE_FAMR_RUN = """
@@ -202,7 +213,7 @@ def test_runner_builds_tables_from_the_ok_jobs_when_famr_run_fails(tmp_path):
     assert len(list(sweeps[0].dir.parent.glob("methods.prev-*/0"))) == 1
     md = (out / "cpu_cifar10_cpu.md").read_text()
     assert "| **FAMR** | 50.00 | – |" in md and "| SSD † | – |" in md and "1 of 2 jobs failed" in md
-    assert any("famr-run exited non-zero for 1 sweep(s)" in line for line in log)
+    assert any("famr-run exited non-zero for 2 sweep(s)" in line for line in log)
     assert (runs / "cpu" / "machine.txt").read_text().strip() in md
 
 
@@ -221,12 +232,13 @@ def test_dry_run_prints_the_commands(tmp_path):
     proc = run_script(args, cli_env(tmp_path), tmp_path)
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
-    assert len(commands) == 2
+    assert len(commands) == 3
     assert commands[0].endswith(
         "famr-run -m experiment=cifar10_cpu method=retrain,famr,finetune,grad_ascent,random_label,l1_sparse,salun,ssd,scrub "
         f"seed=0,1 train.seed=0 dataset.root={tmp_path} progress=false hydra.sweep.dir={tmp_path}/runs/cpu/cifar10_cpu/methods"
     )
-    assert "method=famr method.lam=0.01,0.03,0.1,0.3,1 seed=0 train.seed=0" in commands[1]
+    assert "salun,ssd,scrub forget=sample forget.fraction=0.1 seed=0,1" in commands[1] and commands[1].endswith("/methods_sample")
+    assert "method=famr method.lam=0.01,0.03,0.1,0.3,1 seed=0 train.seed=0" in commands[2]
     assert not (tmp_path / "runs").exists()
 
 

@@ -4,7 +4,8 @@ The forget set is never shown again, so D_f is forgotten only through catastroph
 FT is the standard first baseline of the unlearning literature (Warnecke et al., "Machine
 Unlearning of Features and Labels", NDSS 2023; Jia et al., "Model Sparsity Can Simplify Machine
 Unlearning", NeurIPS 2023; Fan et al., "SalUn", ICLR 2024), whose public CIFAR-10 recipe is SGD
-with momentum 0.9 and weight decay 5e-4, lr 0.01-0.1, 10 epochs.
+with momentum 0.9 and weight decay 5e-4, lr 0.01-0.1, 10 epochs (checked against
+github.com/OPTML-Group/Unlearn-Sparse, ``unlearn/FT.py``: lr 0.01, 10 epochs).
 
 This module also holds what the retain-based baselines (``random_label``, ``l1_sparse``) share:
 option checks, the cross-entropy objective and :func:`train_with_ce`, which sets up batches,

@@ -7,6 +7,11 @@ is why GA needs a small learning rate and few epochs. Thudi et al., "Unrolling S
 Graves et al., "Amnesiac Machine Learning" (AAAI 2021); the published recipe (SGD, lr 1e-4, 5 epochs
 on CIFAR-10) is that of Jia et al. (NeurIPS 2023) and Fan et al., "SalUn" (ICLR 2024). Our default
 optimizer is Adam (conf/method/grad_ascent.yaml says why).
+
+Checked against the official code of Jia et al., github.com/OPTML-Group/Unlearn-Sparse (``unlearn/GA.py``,
+``arg_parser.py``): -CE on D_f, SGD lr 1e-4, 5 epochs, batch 256. Theirs uses weight decay 5e-4 and
+updates BatchNorm statistics (``model.train()``); ours defaults to no decay and frozen statistics
+(``method.bn``), our choices for a few ascent steps.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Golatkar et al., "Eternal Sunshine of the Spotless Net" (CVPR 2020); Graves et a
 Machine Learning" (AAAI 2021); the recipe (SGD, lr 0.01, 10 epochs, D_f and D_r combined) follows
 Fan et al., "SalUn" (ICLR 2024). Drawing only wrong labels (SalUn draws from all K) is our choice:
 a "random" label equal to the true one would teach the sample instead of erasing it.
+
+Checked against github.com/OPTML-Group/Unlearn-Saliency (``Classification/unlearn/RL.py``), whose RL
+is the SalUn loop without the mask (a forget pass then a retain pass per epoch, labels redrawn per
+batch from all K classes); ours mixes both sets in one shuffle with fixed wrong labels.
 """
 
 from __future__ import annotations

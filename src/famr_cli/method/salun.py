@@ -8,6 +8,13 @@ Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Sali
 2. Unlearning: D_f with random wrong labels plus D_r with true labels, shuffled together, trained
    with cross-entropy; every gradient is multiplied by the mask before the step, so weights outside
    the mask never move.
+
+Checked against the official code, github.com/OPTML-Group/Unlearn-Saliency (``Classification/generate_mask.py``,
+``Classification/unlearn/RL.py``): same saliency (|sum of D_f gradients|, eval mode, one global
+threshold) and masked updates (masked-out weights and their momentum untouched, as in their fix of
+Feb 2026). Differences (ours): their RL runs a forget pass then a retain pass per epoch with labels
+redrawn per batch from all K classes; ours shuffles D_f and D_r together with fixed wrong labels. The
+repo's only CIFAR-10 example is random 10 % forgetting (10 epochs, lr 0.013, mask 0.5).
 """
 
 from __future__ import annotations

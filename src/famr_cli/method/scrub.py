@@ -7,6 +7,13 @@ Each epoch e runs, when e < ``max_steps``, one "max-step" pass over D_f that max
 KL(teacher || student) (trained as minimising its negative), then one "min-step" pass over D_r
 minimising alpha * KL(teacher || student) + gamma * CE. The KL is the temperature-T distillation
 loss of the authors' code (DistillKL): KL(softmax(t/T) || softmax(s/T)) * T^2.
+
+Checked against the official code, github.com/meghdadk/SCRUB (``thirdparty/repdistiller/helper/loops.py``
+``train_distill``, ``thirdparty/repdistiller/distiller_zoo/KD.py``, ``large_scale_unlearning.ipynb``):
+same losses, weights, shared optimizer, student in train and teacher in eval mode. Their CIFAR-10 class
+recipe runs 2 max-step and 3 min-step passes without augmentation at SGD lr 5e-4; at the start the
+student equals the teacher, so the max-step's gradient is near zero and a small lr escapes slowly:
+lr and max_steps are famr-tune's search space for SCRUB.
 """
 
 from __future__ import annotations

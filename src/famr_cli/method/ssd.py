@@ -11,6 +11,15 @@ Importance estimate: like the authors' code, the mean over mini-batches of the s
 the batch-mean cross-entropy (squared mean gradient per batch), not the mean of per-sample squared
 gradients: one backward per batch instead of one per sample. I_D and I_f use the same batch size,
 so the batch-size scaling this estimate carries cancels in I_f / I_D.
+
+Checked against the official code, github.com/if-loops/selective-synaptic-dampening (``src/ssd.py``,
+``ParameterPerturber.calc_importance`` and ``modify_weight``; ``src/forget_full_class_strategies.py``):
+same importance, selection, dampening (exponent 1, capped at 1) and parameter set (BatchNorm and the
+head included). Differences: their I_D batches follow a class-by-class rebuilt training set, ours the
+dataset order; their batch is 64, ours 256. Their alpha=10 was set for CIFAR-100/20 full-class
+forgetting (|D|/|D_f| = 100 or 20); when gradient noise dominates, I_f / I_D is at most about
+|D|/|D_f|, which is 10 for one CIFAR-10 class, so alpha=10 selects almost nothing there: famr-tune
+searches alpha (docs/tuning.md).
 """
 
 from __future__ import annotations

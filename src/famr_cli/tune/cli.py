@@ -97,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"famr-tune: experiment={experiment} forget={forget}, {args.trials} trials per method, selection on validation")
     for method in methods:
         study_dir = root / method
+        results_file = study_dir / "runs" / "optimization_results.yaml"
+        results_file.unlink(missing_ok=True)  # written anew when this study's budget is spent
         start = time.perf_counter()
+        # famr-run exits non-zero when any trial failed; rejected and failed trials are part of a search,
+        # so the study counts as done once its summary exists.
         proc = subprocess.run(study_command(method, overrides, study_dir, args))
         seconds = time.perf_counter() - start
-        results_file = study_dir / "runs" / "optimization_results.yaml"
-        if proc.returncode or not results_file.is_file():
+        if not results_file.is_file():
             print(f"  {method:13s} search failed (exit {proc.returncode}); rerun to resume: {study_dir}")
             worst = max(worst, proc.returncode or 1)
             continue
