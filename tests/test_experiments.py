@@ -15,10 +15,13 @@ SHARED_CIFAR = Path(os.environ.get("FAMR_SHARED_DATA", Path(__file__).resolve().
 
 @pytest.mark.parametrize("experiment", ["cifar10_cpu", "cifar10_resnet18", "cifar10_vit"])
 def test_cifar10_experiments_run_end_to_end_on_a_tiny_folder(experiment, tmp_path):
-    make_cifar_folder(tmp_path / "cifar")
+    make_cifar_folder(tmp_path / "cifar")  # 3 training images per class
+    # cifar10_cpu keeps 3,000 training images per class and holds 500 out: here 2 and 1, the same path in small.
+    selection = ["dataset.train_per_class=2", "dataset.val_per_class=1"] if experiment == "cifar10_cpu" else []
     proc = run_cli(
         [
             f"experiment={experiment}",
+            *selection,
             f"dataset.root={tmp_path / 'cifar'}",
             "train.epochs=1",
             "train.batch_size=16",
@@ -34,6 +37,8 @@ def test_cifar10_experiments_run_end_to_end_on_a_tiny_folder(experiment, tmp_pat
     assert results["dataset"]["class_names"][0] == "airplane"
     assert results["forget"]["classes"] == [0]
     assert results["config"]["backbone"]["name"] in {"resnet_narrow", "resnet18", "vit_tiny"}
+    if experiment == "cifar10_cpu":
+        assert results["dataset"]["num_train"] == 20 and results["config"]["dataset"]["val_per_class"] == 1
 
 
 def test_missing_cifar10_stops_with_one_sentence_naming_both_sources(tmp_path):

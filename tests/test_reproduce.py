@@ -57,7 +57,7 @@ EXPECTED_MARKDOWN = f"""**{CAPTION}**
 |---|---|---|---|---|---|---|---|---|---|---|
 | Retrain | 100.00 ± 0.00 | 85.00 ± 0.00 | 82.00 ± 0.00 | 0.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 | 600.00 ± 0.00 | 100.00 ± 0.00 | 2 | – |
 | **FAMR** | 97.00 ± 1.41 | 81.00 ± 1.41 | 79.00 ± 1.41 | 3.00 ± 1.41 | 4.00 ± 1.41 | 25.00 ± 1.41 | 3.00 ± 1.41 | 0.40 ± 0.14 | 2 | 0 |
-"""
+"""  # noqa: E501
 EXPECTED_LATEX = r"""\begin{table}[t]
 \centering
 \caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults).}
@@ -166,7 +166,18 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [
             f"cpu_cifar10_cpu{s}"
-            for s in (".md", ".csv", ".tex", "_sample.md", "_sample.csv", "_sample.tex", "_lambda.md", "_lambda.csv", "_lambda.tex", "_lambda_tradeoff.png")
+            for s in (
+                ".md",
+                ".csv",
+                ".tex",
+                "_sample.md",
+                "_sample.csv",
+                "_sample.tex",
+                "_lambda.md",
+                "_lambda.csv",
+                "_lambda.tex",
+                "_lambda_tradeoff.png",
+            )
         ]
     )
     sample = (out / "cpu_cifar10_cpu_sample.md").read_text()
@@ -185,7 +196,11 @@ def test_profiles_as_specified():
     assert cpu.seed_overrides(cpu.seeds) == ["seed=0,1", "train.seed=0"]
     assert paper.lambdas == cpu.lambdas == (0.01, 0.03, 0.1, 0.3, 1.0)
     assert smoke.hidden and smoke.experiments == ("quickstart",) and set(smoke.methods) == {"famr", "finetune", "retrain"}
-    assert [t.title for t in cpu.forget_tables] == [t.title for t in paper.forget_tables] == ["Class forgetting", "Random 10 % sample forgetting"]
+    assert (
+        [t.title for t in cpu.forget_tables]
+        == [t.title for t in paper.forget_tables]
+        == ["Class forgetting", "Random 10 % sample forgetting"]
+    )
 
 
 FAKE_FAMR_RUN = """

@@ -104,10 +104,10 @@ def keep_freed_memory() -> bool:
     """Ask glibc to reuse freed activation buffers instead of returning them to the kernel each step.
 
     By default every CPU tensor above glibc's dynamic mmap threshold is a fresh mmap and munmap, so each
-    training step page-faults its activations in again: on 2 AMD EPYC cores (torch 2.14.1, resnet_narrow,
-    batch 128, 32 px) a third to a half of the CPU time was kernel time. Raising the mmap and trim
-    thresholds to 32 MiB / 1 GiB took the same steps from 353 to 641 images/s (/tmp-free microbenchmark,
-    docs/performance.md). No effect on CUDA memory; a no-op where libc is not glibc.
+    training step page-faults its activations in again (a third to a half of the CPU time was kernel time
+    in top). Raising the mmap and trim thresholds keeps those pages: scripts/bench_allocator.py measured
+    423 -> 539 images/s (1.28x, median of 3 alternating runs; resnet_narrow, batch 128, 32 px, 2 AMD EPYC
+    cores, torch 2.14.1). No effect on CUDA memory; a no-op where libc is not glibc.
     """
     if os.environ.get("FAMR_MALLOC_TUNING", "1") == "0":
         return False
