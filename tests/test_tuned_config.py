@@ -91,3 +91,16 @@ def test_famr_run_refuses_an_added_unknown_key_before_any_work(tmp_path):
     assert len(errors) == 1 and "valid keys: anchor, batch_size, bn, epochs" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "cache" / "original").exists()  # nothing was trained
+
+
+def test_an_option_famr_does_not_ship_is_left_to_its_own_code(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    (conf / "logger" / "mine.yaml").write_text("name: mine\nendpoint: http://localhost\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["logger=mine", "evaluate.reference=none"])
+    check_known_keys(cfg)  # no schema for logger=mine here; the shipped sections are still checked
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["logger=mine", "+method.lamm=1"])
+    with pytest.raises(FamrError, match="method.lamm"):
+        check_known_keys(cfg)

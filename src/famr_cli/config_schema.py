@@ -3,8 +3,9 @@
 Hydra's struct mode already refuses ``method.lamm=5``, but ``+method.lamm=5``, a typo in an
 experiment or tuned file, or a key meant for another option are merged in silently and then never
 read. The shipped YAML of each option is the schema (its keys, with their defaults, in one place):
-a section's keys are checked against the file of the option it names (``conf/<group>/<name>.yaml``),
-or, for an option of the user's own, against the keys any shipped option of that group declares.
+a section's keys are checked against the file of the option it names (``conf/<group>/<name>.yaml``;
+for ``evaluate``, which has no name, against its shipped files). An option of the user's own, from
+another config dir, has no schema here and is left to its own code.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def _root_schema() -> frozenset[str]:
 
 
 @cache
-def _group_schema(group: str, name: str | None) -> tuple[dict[str, Any], str]:
-    """The declared keys of ``group``'s option ``name`` and where they come from (for the message)."""
+def _group_schema(group: str, name: str | None) -> tuple[dict[str, Any], str] | None:
+    """The declared keys of ``group``'s option ``name`` and where they come from (for the message);
+    None for a named option that famr does not ship."""
     folder = CONFIG_DIR / group
-    own = folder / f"{name}.yaml" if name else None
-    if own is not None and own.is_file():
-        return _load_yaml(own), f"{group}={name}"
+    if name:
+        own = folder / f"{name}.yaml"
+        return (_load_yaml(own), f"{group}={name}") if own.is_file() else None
     merged: dict[str, Any] = {}
     for path in sorted(folder.glob("*.yaml")):
         for key, value in _load_yaml(path).items():
@@ -72,7 +74,10 @@ def check_known_keys(cfg: DictConfig) -> None:
         if not isinstance(section, DictConfig):
             continue
         name = section.get("name") if group != "evaluate" else None
-        schema, owner = _group_schema(group, None if name is None else str(name))
+        found = _group_schema(group, None if name is None else str(name))
+        if found is None:
+            continue
+        schema, owner = found
         allowed = {**schema, **dict.fromkeys(EXTRA_KEYS.get(group, ()))}
         _check_section(OmegaConf.to_container(section, resolve=False), allowed, (group,), owner)
 
