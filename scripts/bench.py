@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""famr's performance figures, as ratios measured in one run on one machine (issue 9).
+"""famr's performance figures, as ratios measured in one run on one machine.
 
     python scripts/bench.py --data /path/to/cifar10-jpeg.tar.gz        # or: make bench DATA=...
     python scripts/bench.py --quick                                    # CIFAR Retrain from one timed epoch
