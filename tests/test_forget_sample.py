@@ -202,3 +202,9 @@ def test_cli_run_writes_forget_indices_and_results(tmp_path):
     for model in ("original", "unlearned"):
         assert results["metrics"][model]["forget_test_acc"] is None
         assert results["metrics"][model]["retain_test_acc"] == pytest.approx(results["metrics"][model]["test_acc"])
+    # The robustness checks' sample analogue: relearn on k forgotten samples per class, score on the rest of D_f.
+    rob = results["robustness"]
+    assert rob["kind"] == "sample" and "D_f" in rob["sets"]["pool"]
+    assert rob["sets"]["sizes"]["pool"] + rob["sets"]["sizes"]["forget"] == len(indices)
+    assert 0.0 <= rob["unlearned"]["relearn"]["full_k5_forget_acc"] <= 100.0
+    assert rob["vs_retrain"] == {} and "retrain" not in rob  # no reference in this run: nothing to take the excess over

@@ -147,3 +147,7 @@ def test_cli_run_reports_style_metrics(tmp_path):
             assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 100.0, (name, key)
         assert metrics["clean_test_acc"] == metrics["test_acc"]
     assert results["forget"]["num_forget_train"] == round(0.1 * NUM_TRAIN)
+    rob = results["robustness"]
+    assert rob["kind"] == "style" and rob["unlearned"]["relearn"] == {"applicable": False}
+    # D_f (stylized, relabelled training images) against stylized never-seen test images
+    assert 0.0 <= rob["unlearned"]["heldout"]["auc"] <= 1.0 and rob["unlearned"]["heldout"]["n_heldout"] > 0

@@ -44,7 +44,7 @@ def _run_dir() -> Path:
 
 
 def _log_results(logger, results: dict) -> None:
-    logger.summary({k: results[k] for k in ("metrics", "gaps", "timing", "certificate")})
+    logger.summary({k: results[k] for k in ("metrics", "gaps", "timing", "certificate", "robustness") if k in results})
     names = results["dataset"]["class_names"]
     before = results["metrics"]["original"]["per_class_test_acc"]
     after = results["metrics"]["unlearned"]["per_class_test_acc"]

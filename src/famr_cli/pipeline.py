@@ -27,6 +27,8 @@ from famr_cli.evaluate.certificate.run import output_drift
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.evaluate.model_eval import Predictions, predict_all
 from famr_cli.evaluate.report import EvalSettings, compare_to_reference, evaluate_model_scores
+from famr_cli.evaluate.robustness.run import RobustnessRun
+from famr_cli.evaluate.robustness.run import assess as assess_checks
 from famr_cli.forget import ForgetSplit, make_forget_split, modifies_training_data
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport, build_method
@@ -310,6 +312,41 @@ def certify(p: Prepared, unlearned: nn.Module, original: nn.Module, ctx: Unlearn
         return {"certificate_error": f"{type(err).__name__}: {err}"}
 
 
+def assess_robustness(
+    cfg: DictConfig,
+    p: Prepared,
+    original: TrainedModel,
+    retrain: TrainedModel | None,
+    unlearned: nn.Module,
+    evaluations: dict[str, Evaluation],
+) -> dict[str, Any]:
+    """The robustness checks (relearning, probe, held-out, calibration); a diagnostic, so an unexpected
+    failure is reported in the section and never costs the run's metrics."""
+    if not p.eval.robustness.enabled:
+        return {}
+    run = RobustnessRun(
+        p.data,
+        p.split,
+        p.device,
+        p.eval.batch_size,
+        p.eval.seed,
+        p.eval.robustness,
+        _cache_root(cfg),
+        retrain_inputs(cfg, p.split)["retrain_without"],
+        p.eval.split,
+    )
+    cached = {"original": (original.model, original.key, evaluations["original"].preds)}
+    if retrain is not None:
+        cached["retrain"] = (retrain.model, retrain.key, evaluations["retrain"].preds)
+    try:
+        return assess_checks(run, (unlearned, evaluations["unlearned"].preds), cached)
+    except FamrError:
+        raise
+    except Exception as err:  # e.g. a backbone without timm's forward_head
+        log.warning("The robustness checks could not be computed (%s: %s); the run's metrics are unaffected.", type(err).__name__, err)
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
 def versions() -> dict[str, str]:
     return {
         "famr": famr_cli.__version__,
@@ -447,6 +484,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         before, after = evaluations["original"].preds.test_probs, evaluations["unlearned"].preds.test_probs
         certificate.update(output_drift(before, after, p.split.retain_test))
         certificate["certify_s"] = certify_s
+    robustness = assess_robustness(cfg, p, original, retrain, unlearned, evaluations)
     eval_s = time.perf_counter() - eval_start
     retrain_s = None if retrain is None else retrain.recorded_train_s
     cache_info: dict[str, Any] = {"original": {"key": original.key, "hit": original.hit}}
@@ -477,8 +515,10 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
             "retrain_s": retrain_s,
             "rte_frac_of_retrain": None if not retrain_s else unlearn_s / retrain_s,
             "eval_s": eval_s,
+            "robustness_s": sum((robustness.get("seconds") or {}).values()),  # inside eval_s
         },
         "certificate": certificate,
+        "robustness": robustness,
         "curves": {"unlearn_epoch_loss": report.epoch_losses},
         "cache": cache_info,
         "versions": versions(),

@@ -7,7 +7,7 @@ forget=style; then Avg. Gap and JS divergence between a method and the retrained
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from famr_cli.checks import flag, number, whole
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.model_eval import Predictions, predict, score, style_scores
+from famr_cli.evaluate.robustness.run import RobustnessSettings
 from famr_cli.evaluate.unlearning_metrics import avg_gap, js_divergence, mia_efficacy, unlearning_scores
 from famr_cli.forget import ForgetSplit
 
@@ -42,6 +43,7 @@ class EvalSettings:
     newton_max_iter: int = 1000
     influence_damping: float = 1e-3
     split: str = "test"  # "val": score on dataset.val_per_class's held-out images instead of the test set
+    robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, autocast: torch.dtype | None) -> EvalSettings:
@@ -67,7 +69,10 @@ class EvalSettings:
         split = section.get("split", "test")
         if split not in EVAL_SPLITS:
             raise FamrError(f"Unknown evaluate.split '{split}': use test (the tables' figures) or val (famr-tune's selection).")
-        return cls(str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping, str(split))
+        robustness = RobustnessSettings.from_config(section.get("robustness"))
+        return cls(
+            str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping, str(split), robustness
+        )
 
     def cache_inputs(self) -> dict[str, Any]:
         """What changes a cached model's scores (not the reference choice: scores never depend on it)."""

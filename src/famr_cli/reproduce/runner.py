@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from famr_cli.host import available_cores, cpu_name
@@ -24,7 +24,7 @@ from famr_cli.sweep.jobs import load_jobs
 
 METHODS = "methods"
 LAMBDA = "lambda"
-PLOTS = ("tradeoff.png", "accuracy_vs_lam.png")  # written into a sweep dir by the sweep-summary callback
+PLOTS = ("tradeoff.png", "accuracy_vs_lam.png", "relearning.png")  # written into a sweep dir by the sweep-summary callback
 MACHINE_FILE = "machine.txt"
 
 
@@ -127,9 +127,10 @@ def run_sweeps(sweeps: list[Sweep], log=print) -> dict[str, int]:
 
 @dataclass
 class Written:
-    tables: list[tables.Table]
+    tables: list[tables.Table]  # one per sweep, in the sweeps' order
     files: list[Path]
     missing_plots: list[str]
+    forgotten: list[tables.Table] = field(default_factory=list)  # "Is it forgotten?", one per methods sweep
 
 
 def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: str | None) -> Written:
@@ -155,10 +156,18 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
                 else:
                     written.missing_plots.append(str(source))
         written.tables.append(table)
-        for suffix, render in ((".md", tables.to_markdown), (".csv", tables.to_csv), (".tex", tables.to_latex)):
-            path = out_dir / f"{stem}{suffix}"
-            path.write_text(render(table))
-            written.files.append(path)
+        outputs = [(stem, table)]
+        if sweep.kind == METHODS:
+            forgotten = tables.robustness_table(
+                jobs, sweep.experiment, expected=profile.methods, seeds=profile.seeds, machine=machine, title=sweep.table.title
+            )
+            written.forgotten.append(forgotten)
+            outputs.append((f"{stem}_forgotten", forgotten))
+        for name, each in outputs:
+            for suffix, render in ((".md", tables.to_markdown), (".csv", tables.to_csv), (".tex", tables.to_latex)):
+                path = out_dir / f"{name}{suffix}"
+                path.write_text(render(each))
+                written.files.append(path)
     return written
 
 
@@ -174,7 +183,7 @@ def reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: P
         machine_file.write_text(machine + "\n")
         codes = run_sweeps(sweeps, log)
     written = write_tables(profile, sweeps, out_dir, machine)
-    for table in written.tables:
+    for table in [*written.tables, *written.forgotten]:
         log("")
         log(tables.to_markdown(table))
     failed = sum(t.failed for t in written.tables)

@@ -51,6 +51,33 @@ METRICS = [
     Metric("rte_pct_of_retrain", "RTE % of Retrain", r"RTE (\% of Retrain)", _rte_pct),
 ]
 
+
+def _headline(key: str) -> Getter:
+    return lambda r: ((r.get("robustness") or {}).get("headline") or {}).get(key)
+
+
+# "Is it forgotten?": the robustness checks' headline figures (docs/robustness.md), relearning at the smallest k.
+ROBUSTNESS_METRICS = [
+    Metric("forget_test_acc", "forget-test acc", "Forget-test acc", _unlearned("forget_test_acc")),
+    Metric("relearn_forget_acc", "relearn acc", "Relearn acc", _headline("relearn_forget_acc")),
+    Metric("relearn_residual", "relearn excess", "Relearn excess", _headline("relearn_residual")),
+    Metric("prototype_forget_acc", "prototype acc", "Prototype acc", _headline("prototype_forget_acc")),
+    Metric("prototype_residual", "prototype excess", "Prototype excess", _headline("prototype_residual")),
+    Metric("probe_forget_acc", "probe acc", "Probe acc", _headline("probe_forget_acc")),
+    Metric("probe_forget_gap", "probe excess", "Probe excess", _headline("probe_forget_gap")),
+    Metric("cka_vs_retrain", "CKA to Retrain", "CKA to Retrain", _headline("cka_vs_retrain")),
+    Metric("heldout_auc", "held-out AUC", "Held-out AUC", _headline("heldout_auc")),
+    Metric("privleak", "privleak", "PrivLeak", _headline("privleak")),
+    Metric("ece", "ECE", "ECE", _headline("ece")),
+]
+ROBUSTNESS_UNITS = (
+    "Accuracies and ECE in %; relearn = full-model fine-tuning on k held-out images per forgotten class (k = the smallest "
+    "evaluate.robustness.relearn.shots), prototype = the forgotten head rows rebuilt from k images' mean feature, probe = a "
+    "logistic regression on frozen features; excess = the method minus Retrain under the identical check (points); held-out "
+    "AUC: a loss-threshold attack separating D_f from matched never-seen images; privleak = 100 (AUC - AUC_Retrain) / "
+    "AUC_Retrain. Definitions: docs/robustness.md."
+)
+
 # The field's order and names (DESIGN.md §5); methods not listed follow in the order they appear.
 METHOD_NAMES = {
     "retrain": "Retrain",
@@ -113,6 +140,8 @@ class Table:
     machine: str | None = None  # the host that ran the jobs, e.g. "AMD EPYC, 2 cores"
     kind: str = "method"  # the rows' header: "method" or "λ"
     title: str = "Class forgetting"
+    metrics: list[Metric] = field(default_factory=lambda: METRICS)
+    units: str = UNITS
 
     @property
     def jobs(self) -> int:
@@ -130,7 +159,7 @@ class Table:
         parts = [f"{self.title}, {self.experiment}" + (f", forget {self.forget}" if self.forget else ""), spread, f"device: {machine}"]
         if self.failed:
             parts.append(f"{self.failed} of {self.jobs} jobs failed ({DAGGER})")
-        return "; ".join(parts) + ". " + UNITS
+        return "; ".join(parts) + ". " + self.units
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
@@ -196,6 +225,8 @@ def build_table(
     machine: str | None = None,
     kind: str = "method",
     title: str = "Class forgetting",
+    metrics: list[Metric] | None = None,
+    units: str = UNITS,
 ) -> Table:
     """One table over ``jobs``: rows grouped by ``key`` (the method by default), aggregated across seeds.
 
@@ -220,13 +251,18 @@ def build_table(
         row.failures = [_failure(j) for j in members if not j.ok]
         ran = {job_seed(j) for j in members}
         row.failures += [Failure(s, "missing", "no job ran with this seed", "") for s in planned if s not in ran]
-        row.stats = {m.key: aggregate(m.get(j.results) for j in ok) for m in METRICS}
+        row.stats = {m.key: aggregate(m.get(j.results) for j in ok) for m in metrics or METRICS}
         row.trials = trials_behind(next((j.results for j in ok if j.results), None))
         rows.append(row)
     ok_results = [j.results for j in jobs if j.ok and j.results]
     devices = sorted({str(r.get("device")) for r in ok_results if r.get("device")})
     forget = next((f for r in ok_results if (f := _forget_text(r))), None)
-    return Table(experiment, rows, planned, devices, forget, machine, kind, title)
+    return Table(experiment, rows, planned, devices, forget, machine, kind, title, metrics or METRICS, units)
+
+
+def robustness_table(jobs: list[Job], experiment: str, *, title: str, **kwargs: Any) -> Table:
+    """ "Is it forgotten?": the same jobs as a method table, with the robustness checks' headline columns."""
+    return build_table(jobs, experiment, title=f"Is it forgotten? {title}", metrics=ROBUSTNESS_METRICS, units=ROBUSTNESS_UNITS, **kwargs)
 
 
 def trials_behind(results: dict[str, Any] | None) -> str:
@@ -306,12 +342,12 @@ def _footnotes(table: Table) -> list[str]:
 
 def to_markdown(table: Table) -> str:
     planned = len(table.seeds)
-    head = [table.kind, *(m.header for m in METRICS), "n", "trials"]
+    head = [table.kind, *(m.header for m in table.metrics), "n", "trials"]
     lines = [f"**{table.caption()}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.rows:
         label = f"**{row.label}**" if row.key == HIGHLIGHT else row.label
         label += f" {DAGGER}" if row.failures else ""
-        cells = [fmt_cell(row.stats.get(m.key), planned) for m in METRICS]
+        cells = [fmt_cell(row.stats.get(m.key), planned) for m in table.metrics]
         lines.append("| " + " | ".join([label, *cells, _n_cell(row, planned), row.trials]) + " |")
     notes = _footnotes(table)
     if notes:
@@ -327,12 +363,12 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     head = ["experiment", table.kind if table.kind != "λ" else "lam", "name", "n", "failed"]
-    for m in METRICS:
+    for m in table.metrics:
         head += [f"{m.key}_mean", f"{m.key}_std"]
     writer.writerow([*head, "seeds", "devices", "trials"])
     for row in table.rows:
         cells: list[str] = [table.experiment, row.key, row.label, str(row.n), str(len(row.failures))]
-        for m in METRICS:
+        for m in table.metrics:
             stat = row.stats.get(m.key)
             cells += [_csv_number(stat.mean if stat else None), _csv_number(stat.std if stat else None)]
         cells += [";".join("?" if s is None else str(s) for s in row.seeds), ";".join(table.devices), row.trials]
@@ -364,7 +400,7 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     planned = len(table.seeds)
-    head = [table.kind.capitalize() if table.kind != "λ" else r"$\lambda$", *(m.latex for m in METRICS), "$n$", "Trials"]
+    head = [table.kind.capitalize() if table.kind != "λ" else r"$\lambda$", *(m.latex for m in table.metrics), "$n$", "Trials"]
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -373,8 +409,9 @@ def to_latex(table: Table) -> str:
         + table.experiment.replace("_", "-")
         + ("-lambda" if table.kind == "λ" else "")
         + ("-sample" if "sample" in table.title else "")
+        + ("-forgotten" if table.metrics is ROBUSTNESS_METRICS else "")
         + "}",
-        r"\begin{tabular}{l" + "r" * (len(METRICS) + 2) + "}",
+        r"\begin{tabular}{l" + "r" * (len(table.metrics) + 2) + "}",
         r"\toprule",
         " & ".join(head) + r" \\",
         r"\midrule",
@@ -382,7 +419,7 @@ def to_latex(table: Table) -> str:
     for row in table.rows:
         label = rf"\textbf{{{row.latex_label}}}" if row.key == HIGHLIGHT else row.latex_label
         label += r"$^\dagger$" if row.failures else ""
-        cells = [latex_escape(fmt_cell(row.stats.get(m.key), planned, pm=" ± ")) for m in METRICS]
+        cells = [latex_escape(fmt_cell(row.stats.get(m.key), planned, pm=" ± ")) for m in table.metrics]
         lines.append(" & ".join([label, *cells, latex_escape(_n_cell(row, planned)), latex_escape(row.trials)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = _footnotes(table)

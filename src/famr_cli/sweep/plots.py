@@ -16,6 +16,7 @@ from famr_cli.sweep.jobs import Job  # noqa: E402
 from famr_cli.sweep.summary import SweepSummary, forget_figure, retain_figure  # noqa: E402
 
 TRADEOFF_PNG = "tradeoff.png"
+RELEARNING_PNG = "relearning.png"
 REFERENCE_STYLE = {"original": ("tab:gray", "o"), "retrain": ("tab:green", "*")}
 
 
@@ -115,9 +116,48 @@ def tradeoff_plot(summary: SweepSummary, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _relearning_point(results: dict, model: str) -> tuple[float | None, float | None]:
+    """(accuracy on the forgotten held-out images before, after the smallest-k relearning attack) of one model."""
+    rob = results.get("robustness") or {}
+    k = (rob.get("headline") or {}).get("relearn_k")
+    relearn = (rob.get(model) or {}).get("relearn") or {}
+    return relearn.get("forget_acc_before"), relearn.get(f"full_k{k}_forget_acc")
+
+
+def relearning_plot(summary: SweepSummary, path: Path) -> Path | None:
+    """Accuracy on what was forgotten (x) against what a k-shot relearning attack brings back (y), one
+    point per job, with the original and Retrain under the same attack; None when no job ran the check."""
+    along = next(iter(numeric_keys(summary)), None)
+    points = []
+    for job in summary.jobs:
+        if job.ok and job.results:
+            x, y = _relearning_point(job.results, "unlearned")
+            if x is not None and y is not None:
+                points.append((_float(job.overrides.get(along)) if along else None, x, y, job))
+    if not points:
+        return None
+    points.sort(key=lambda p: (p[0] is None, p[0] or 0.0))
+    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", linestyle="-" if along else "none", label="unlearned")
+    for value, x, y, job in points:
+        text = f"{value:g}" if value is not None else job.dir.name
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    first = points[0][3].results
+    for name in ("original", "retrain"):
+        x, y = _relearning_point(first, name)
+        if x is not None and y is not None:
+            color, marker = REFERENCE_STYLE[name]
+            ax.scatter([x], [y], color=color, marker=marker, s=120, zorder=3, label=name)
+    k = ((first.get("robustness") or {}).get("headline") or {}).get("relearn_k")
+    _label_axes(ax, "forgotten held-out accuracy (%)", f"after {k}-shot relearning (%)")
+    ax.set_title(f"{summary.sweep_dir.name}: forgotten vs relearnable" + (f" (labels: {along})" if along else ""))
+    return _save(fig, path)
+
+
 def write_plots(summary: SweepSummary) -> list[Path]:
     if not any(job.ok for job in summary.jobs):
         return []  # nothing finished: no figure would show anything
     written = [accuracy_plot(summary, key, summary.sweep_dir / plot_name(key)) for key in numeric_keys(summary)]
     written.append(tradeoff_plot(summary, summary.sweep_dir / TRADEOFF_PNG))
-    return written
+    relearning = relearning_plot(summary, summary.sweep_dir / RELEARNING_PNG)
+    return written + ([relearning] if relearning else [])

@@ -33,6 +33,15 @@ FIGURES: list[tuple[str, tuple[str, ...]]] = [
     ("unlearn_s", ("timing", "unlearn_s")),
     ("eval_s", ("timing", "eval_s")),
     ("rte_pct_of_retrain", ("timing", "rte_frac_of_retrain")),
+    # Is it forgotten or only hidden? (robustness.headline; the relearning figures are for the smallest k)
+    ("relearn_forget_acc", ("robustness", "headline", "relearn_forget_acc")),
+    ("relearn_residual", ("robustness", "headline", "relearn_residual")),
+    ("prototype_forget_acc", ("robustness", "headline", "prototype_forget_acc")),
+    ("probe_forget_acc", ("robustness", "headline", "probe_forget_acc")),
+    ("cka_vs_retrain", ("robustness", "headline", "cka_vs_retrain")),
+    ("heldout_auc", ("robustness", "headline", "heldout_auc")),
+    ("privleak", ("robustness", "headline", "privleak")),
+    ("ece", ("robustness", "headline", "ece")),
 ]
 
 
@@ -128,7 +137,20 @@ def to_csv(summary: SweepSummary) -> str:
     return out.getvalue()
 
 
-MD_FIGURES = ["forget_test_acc", "retain_test_acc", "test_acc", "UA", "RA", "TA", "mia_efficacy", "avg_gap", "unlearn_s"]
+MD_FIGURES = [
+    "forget_test_acc",
+    "retain_test_acc",
+    "test_acc",
+    "UA",
+    "RA",
+    "TA",
+    "mia_efficacy",
+    "avg_gap",
+    "unlearn_s",
+    "relearn_residual",
+    "probe_forget_acc",
+    "privleak",
+]
 
 
 def to_markdown(summary: SweepSummary) -> str:

@@ -65,6 +65,7 @@ def study_command(method: str, overrides: list[str], study_dir: Path, args: argp
         f"method={method}",
         "evaluate.split=val",
         "evaluate.reference=retrain",
+        "evaluate.robustness.enabled=false",  # selection reads Avg. Gap only; the checks would add to every trial
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.seed={args.seed}",
         f"hydra.sweeper.max_retain_drop={args.max_retain_drop}",
