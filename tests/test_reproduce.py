@@ -106,6 +106,20 @@ def test_tables_on_canned_results_markdown_latex_and_csv():
     assert float(rows["retrain"]["TA_mean"]) == 82.0 and float(rows["retrain"]["TA_std"]) == 0.0
 
 
+def test_the_forgotten_table_aggregates_the_robustness_headline_over_seeds():
+    jobs = canned_jobs()
+    for job, (relearn, excess) in zip(jobs, [(30.0, 10.0), (34.0, 14.0), (20.0, 0.0), (20.0, 0.0)]):
+        job.results = {**job.results, "robustness": {"headline": {"relearn_k": 5, "relearn_forget_acc": relearn, "relearn_residual": excess}}}
+    table = tables.robustness_table(jobs, "cifar10_cpu", title="Class forgetting")
+    md = tables.to_markdown(table)
+    assert md.startswith("**Is it forgotten? Class forgetting, cifar10_cpu") and "docs/robustness.md" in md
+    famr = next(line for line in md.splitlines() if line.startswith("| **FAMR**"))
+    # forget-test acc, relearn acc, relearn excess, then checks these jobs did not run
+    assert famr.startswith("| **FAMR** | 3.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | – |")
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(table))))
+    assert rows[0]["relearn_residual_mean"] == "0.000000" and rows[1]["relearn_forget_acc_mean"] == "32.000000"
+
+
 def test_one_seed_shows_the_mean_alone_and_names_are_escaped():
     jobs = [Job(Path("/s/0"), {"method": "l1_sparse", "seed": "0"}, results("l1_sparse", 0, 99.5, 84, 81, 0.5, 100, 0.75, 106.1, 0.157))]
     table = tables.build_table(jobs, "cifar10_cpu", machine=MACHINE)
@@ -173,6 +187,12 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
                 "_sample.md",
                 "_sample.csv",
                 "_sample.tex",
+                "_forgotten.md",
+                "_forgotten.csv",
+                "_forgotten.tex",
+                "_sample_forgotten.md",
+                "_sample_forgotten.csv",
+                "_sample_forgotten.tex",
                 "_lambda.md",
                 "_lambda.csv",
                 "_lambda.tex",
@@ -184,6 +204,9 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     assert sample.startswith("**Random 10 % sample forgetting, cifar10_cpu") and "| trials |" in sample
     assert r"\label{tab:cifar10-cpu-sample}" in (out / "cpu_cifar10_cpu_sample.tex").read_text()
     assert "| λ = 0.1 | 90.00 |" in (out / "cpu_cifar10_cpu_lambda.md").read_text()
+    forgotten = (out / "cpu_cifar10_cpu_forgotten.md").read_text()
+    assert forgotten.startswith("**Is it forgotten? Class forgetting, cifar10_cpu") and "| relearn excess |" in forgotten
+    assert r"\label{tab:cifar10-cpu-forgotten}" in (out / "cpu_cifar10_cpu_forgotten.tex").read_text()
     assert any("did not finish ok" in line for line in log)
 
 

@@ -210,3 +210,22 @@ def test_objective_is_the_configured_results_value_and_inf_when_a_job_failed():
     assert objective_value(cfg, None) == float("inf")  # the worst value, so Optuna goes on
     assert objective_value(cfg, {"gaps": {"avg_gap": float("nan")}}) == float("inf")
     assert objective_value(OmegaConf.create({"objective": "metrics.unlearned.UA"}), {"metrics": {"unlearned": {"UA": 90}}}) == 90.0
+
+
+def test_a_lambda_sweep_with_robustness_figures_plots_forgotten_against_relearned(tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, lam in enumerate((0.1, 1.0)):
+        results = _ok_results(lam, 5.0 * num, 88.0)
+        relearn = {"forget_acc_before": 5.0 * num, "full_k5_forget_acc": 40.0 - 10 * num}
+        results["robustness"] = {
+            "headline": {"relearn_k": 5, "relearn_forget_acc": relearn["full_k5_forget_acc"], "relearn_residual": 20.0 - 10 * num},
+            "unlearned": {"relearn": relearn},
+            "original": {"relearn": {"forget_acc_before": 95.0, "full_k5_forget_acc": 97.0}},
+            "retrain": {"relearn": {"forget_acc_before": 0.0, "full_k5_forget_acc": 20.0}},
+        }
+        _fake_job(sweep, num, [f"method.lam={lam}"], results)
+    summary, files = write_summary(sweep)
+    assert (sweep / "relearning.png").read_bytes().startswith(PNG_MAGIC) and sweep / "relearning.png" in files
+    header = (sweep / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"relearn_forget_acc", "relearn_residual", "privleak"} <= set(header)
+    assert [row["relearn_residual"] for row in summary.rows()] == [20.0, 10.0]
