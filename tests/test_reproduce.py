@@ -109,7 +109,10 @@ def test_tables_on_canned_results_markdown_latex_and_csv():
 def test_the_forgotten_table_aggregates_the_robustness_headline_over_seeds():
     jobs = canned_jobs()
     for job, (relearn, excess) in zip(jobs, [(30.0, 10.0), (34.0, 14.0), (20.0, 0.0), (20.0, 0.0)]):
-        job.results = {**job.results, "robustness": {"headline": {"relearn_k": 5, "relearn_forget_acc": relearn, "relearn_residual": excess}}}
+        job.results = {
+            **job.results,
+            "robustness": {"headline": {"relearn_k": 5, "relearn_forget_acc": relearn, "relearn_residual": excess}},
+        }
     table = tables.robustness_table(jobs, "cifar10_cpu", title="Class forgetting")
     md = tables.to_markdown(table)
     assert md.startswith("**Is it forgotten? Class forgetting, cifar10_cpu") and "docs/robustness.md" in md
