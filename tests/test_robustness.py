@@ -225,3 +225,32 @@ def test_quickstart_runs_report_every_check_and_a_cache_hit_recomputes_nothing(q
         assert later[model] == rob[model]
         assert later["seconds"][model] < 0.5 * rob["seconds"][model]
     assert second["timing"]["robustness_s"] == pytest.approx(sum(later["seconds"].values()))
+
+
+def test_famr_robustness_prints_every_check_with_the_excess_over_retrain(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from famr_cli.reproduce.robustness_report import main
+
+    def figures(before: float, relearned: float) -> dict:
+        return {"relearn": {"forget_acc_before": before, "full_k5_forget_acc": relearned}, "probe": {"probe_forget_acc": 50.0}}
+
+    for num, method in enumerate(("famr", "finetune")):
+        job = tmp_path / "sweep" / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}"]))
+        rob = {
+            "sets": {"forget": "test split: forgotten-class images outside the probe set", "pool": "test split: probe set"},
+            "original": figures(95.0, 97.0),
+            "retrain": figures(0.0, 20.0),
+            "unlearned": figures(1.0, 30.0 + num),
+            "vs_retrain": {"relearn": {"residual_full_k5": 10.0 + num}, "probe": {"cka_vs_retrain": 0.5}},
+        }
+        (job / "results.json").write_text(json.dumps({"status": "ok", "method": method, "robustness": rob}))
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "| Original | 95.00 | 97.00 |" in out and "| Retrain | 0.00 | 20.00 |" in out
+    assert "| method=finetune | 1.00 | 31.00 (+11.00) |" in out and "0.50" in out
+    assert main([str(tmp_path / "empty")]) == 1
