@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU path in one prepared command, for when a GPU is lent (issue 9): the quickstart on CUDA, then
+# The GPU path in one prepared command, for when a GPU is available: the quickstart on CUDA, then
 # CIFAR-10 ResNet-18 original training (gate: GATE, default 92 % test accuracy), Retrain and FAMR class forgetting
 # with times and accuracies, then a λ sweep on the cached models. About 6 minutes on an H100/H200.
 #   scripts/gpu_check.sh                      # on the GPU machine, from the repository root

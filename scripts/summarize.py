@@ -8,7 +8,7 @@
 The default writes what the sweep-summary callback writes (famr_cli/sweep/) and prints summary.md:
 useful for a sweep that was interrupted, or one run before the callback existed. With --by KEY,
 rows are grouped over KEY and reduced to mean / worst case. With --compare, one row per job in the
-field's terms (DESIGN.md §5): UA, RA, TA, forget-test accuracy, MIA-Efficacy, Avg. Gap to Retrain
+field's terms: UA, RA, TA, forget-test accuracy, MIA-Efficacy, Avg. Gap to Retrain
 and RTE (seconds and percent of Retrain's training time). --by and --compare only print.
 """
 

@@ -5,7 +5,7 @@
     python scripts/sweep_cost.py --lams 0.1,1 -- experiment=cifar10_cpu dataset.root=...
 
 Both measurements start from an empty cache of their own (temp dirs), so each trains the original
-model (and the Retrain reference) itself. The bound is the one issue 6 states:
+model (and the Retrain reference) itself. The bound we hold it to:
 
     sweep wall <= 1.2 * (single-run wall + sum over jobs of (unlearning + evaluation time))
 

@@ -1,4 +1,4 @@
-"""Issue 8 (bad input): every row of docs/errors.md is rejected cleanly, and none of them touches the cache.
+"""Bad input: every row of docs/errors.md is rejected cleanly, and none of them touches the cache.
 
 One module-scoped fixture fills a cache with a real entry (a one-epoch run), fingerprints the cache
 and the outputs, then runs the whole table through famr-run against that same cache and output dir

@@ -24,7 +24,7 @@ def test_unknown_override_key_gets_hydras_error(tmp_path):
 
 
 def test_quickstart_meets_the_acceptance_figures(quickstart_runs):
-    """Issue 2's end-to-end bar on digits: learn well, forget to chance, keep the rest."""
+    """The end-to-end bar on digits: learn well, forget to chance, keep the rest."""
     _, results = quickstart_runs[0]
     assert CORE_KEYS <= results.keys()
     assert results["status"] == "ok" and results["method"] == "famr"

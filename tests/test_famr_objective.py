@@ -1,4 +1,4 @@
-"""FAMR's objective (DESIGN.md §2): uniform-target loss, anchor term, their gradients, BN freezing."""
+"""FAMR's objective (docs/theory.md): uniform-target loss, anchor term, their gradients, BN freezing."""
 
 from __future__ import annotations
 

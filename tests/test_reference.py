@@ -1,4 +1,4 @@
-"""The retrain reference (DESIGN.md §5, §7): trained once per forget set, reused, compared against."""
+"""The retrain reference: trained once per forget set, reused, compared against."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: in
 
 
 def parameter_distance(params: Iterable[torch.Tensor], reference: Iterable[torch.Tensor]) -> float:
-    """Euclidean distance ||theta - theta_0||_2 over matching parameter lists (DESIGN.md §2)."""
+    """Euclidean distance ||theta - theta_0||_2 over matching parameter lists."""
     params, reference = list(params), list(reference)
     diffs = torch._foreach_sub(params, reference)
     norms = torch._foreach_norm(diffs)

@@ -1,4 +1,4 @@
-"""Score a model on the train and test sets, split into forget and retain parts (DESIGN.md §5, §7)."""
+"""Score a model on the train and test sets, split into forget and retain parts."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def evaluate_model(
 
 
 def style_scores(stylized_pred: torch.Tensor, y_test: torch.Tensor, clean_test_acc: float, relabel_to: int | None) -> dict:
-    """forget=style extras (DESIGN.md §3): accuracy on the stylized test set beside the clean one, and,
+    """forget=style extras: accuracy on the stylized test set beside the clean one, and,
     for a relabelling trigger, the attack success rate: the percent of stylized test images of other
     classes that are predicted as ``relabel_to``."""
     scores = {"stylized_test_acc": accuracy(stylized_pred, y_test), "clean_test_acc": clean_test_acc}

@@ -1,6 +1,6 @@
 """The one evaluation every model goes through (original, unlearned, retrain), and the comparison to Retrain.
 
-DESIGN.md §5: accuracies on the forget/retain parts, UA/RA/TA, MIA-Efficacy, the style extras for
+The README's results.json definitions: accuracies on the forget/retain parts, UA/RA/TA, MIA-Efficacy, the style extras for
 forget=style; then Avg. Gap and JS divergence between a method and the retrained gold standard.
 """
 
@@ -103,7 +103,7 @@ def membership_attack(preds: Predictions, data: ImageData, split: ForgetSplit, s
 def evaluate_model_scores(
     model: nn.Module, preds: Predictions, data: ImageData, split: ForgetSplit, device: torch.device, settings: EvalSettings
 ) -> dict[str, Any]:
-    """Every figure DESIGN.md §5/§7 asks of one model, from its predictions (and the model itself for
+    """Every figure results.json reports for one model, from its predictions (and the model itself for
     the stylized test set)."""
     scores: dict[str, Any] = score(preds, data, split)
     # TA is the retained-class test accuracy: for sample and style specs retain_test is the whole (clean) test set.

@@ -1,4 +1,4 @@
-"""Field-standard unlearning metrics (DESIGN.md §5): UA/RA/TA, MIA-Efficacy, JS divergence, Avg. Gap, RTE.
+"""Field-standard unlearning metrics: UA/RA/TA, MIA-Efficacy, JS divergence, Avg. Gap, RTE.
 
 Pure functions on already-computed numbers or probability matrices; nothing here runs a model.
 Accuracies are percentages, as in :mod:`famr_cli.evaluate.metrics`.

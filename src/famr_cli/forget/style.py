@@ -1,4 +1,4 @@
-"""Style forgetting (DESIGN.md §3): a seeded subset of training images is stylized before the original
+"""Style forgetting: a seeded subset of training images is stylized before the original
 model is trained, optionally relabelled to one class (a poisoning / backdoor trigger); D_f = those images.
 
 Transforms are pure, deterministic and vectorised on uint8 N x C x H x W tensors:

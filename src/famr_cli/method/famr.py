@@ -1,4 +1,4 @@
-"""FAMR (Forget-Aligned Model Reconstruction), as DESIGN.md §2 defines it:
+"""FAMR (Forget-Aligned Model Reconstruction), as docs/theory.md defines it:
 
     theta* = argmin_theta  L_f(theta) + lam * ||theta - theta_0||^2,
     L_f = mean over D_f of KL(u || softmax(f_theta(x))),  u uniform over the K classes.

@@ -78,7 +78,7 @@ ROBUSTNESS_UNITS = (
     "AUC_Retrain. Definitions: docs/robustness.md."
 )
 
-# The field's order and names (DESIGN.md §5); methods not listed follow in the order they appear.
+# The field's order and names; methods not listed follow in the order they appear.
 METHOD_NAMES = {
     "retrain": "Retrain",
     "famr": "FAMR",

@@ -1,4 +1,4 @@
-"""FAMR's certificate checked exactly on a convex model (docs/theory.md; issue 7, item 3).
+"""FAMR's certificate checked exactly on a convex model (docs/theory.md).
 
 Multinomial logistic regression on fixed features (scikit-learn's 8x8 digits, pixels / 16 plus a
 bias column, K = 10, theta = W of shape K x d). theta_0 is the original model (mean cross-entropy on

@@ -5,7 +5,7 @@ theta = (W, b), logits = features @ W.T + b, is small:
 
     theta* = argmin  L_f(theta) + lam * ||theta - theta_0||^2
 
-and one damped-Newton step from theta_0 predicts the move (DESIGN.md §2, the "certificate"):
+and one damped-Newton step from theta_0 predicts the move (docs/theory.md, the "certificate"):
 
     delta = -(H_f + 2 lam I)^-1 grad L_f(theta_0),     H_f = Hessian of L_f at theta_0.
 
