@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from famr_cli.errors import FamrError
 
 SHIPPED = [str(c) for c in OmegaConf.load(Path(CONFIG_DIR) / "dataset" / "imagenet100.yaml").classes]
 WNIDS = SHIPPED[:3]  # not in sorted order, so class ids must follow the list, not the file system
-SHARED_LIST = Path("/work/shared/data/imagenet100_classes.txt")
+# The shared data folder, by environment variable or beside the checkout; the comparison is skipped without it.
+SHARED_LIST = Path(os.environ.get("FAMR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "imagenet100_classes.txt"
 SIZES = [(50, 40), (37, 61), (64, 64), (45, 80), (90, 33)]  # (width, height): landscape, portrait, square
 N_TRAIN, N_VAL = 5, 2
 
