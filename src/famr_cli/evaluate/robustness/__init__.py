@@ -10,7 +10,8 @@ Definitions and sources: docs/robustness.md.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import pkgutil
 
 from famr_cli.evaluate.robustness.base import ModelView, RobustnessCheck
 from famr_cli.registry import Registry
@@ -22,6 +23,10 @@ def register(cls: type[RobustnessCheck]) -> type[RobustnessCheck]:
     return CHECKS.register(cls.name)(cls)
 
 
-__all__ = ["CHECKS", "ModelView", "RobustnessCheck", "register", "Any"]
+__all__ = ["CHECKS", "ModelView", "RobustnessCheck", "register"]
 
-from famr_cli.evaluate.robustness import calibration, heldout, probe, relearn  # noqa: E402,F401
+# Every module here but the shared machinery is one check: importing it registers it.
+SHARED_MODULES = {"base", "sets", "run"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in SHARED_MODULES:
+        importlib.import_module(f"{__name__}.{_module.name}")
