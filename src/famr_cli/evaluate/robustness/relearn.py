@@ -1,8 +1,9 @@
 """Relearning attacks: how much of the forgotten data a few labelled images bring back.
 
 (a) k-shot fine-tuning: a copy of the model takes ``steps`` full-batch SGD steps (cross-entropy) on
-k labelled images per forgotten class, updating the whole model ("full") or its classifier head
-("head"), then is scored on held-out forgotten images (sets.py says which). The copy stays in eval
+k labelled images per forgotten class (with ``with_retained``, k held-out images of every retained
+class join the batch), updating the whole model ("full") or its classifier head ("head"), then is
+scored on held-out forgotten images (sets.py says which). The copy stays in eval
 mode, so batch-norm statistics are not re-estimated from a handful of one-class images.
 (b) Prototype relearning, no training (after Spotter's recipe, ICML 2026): each forgotten class's head
 row becomes ``(1 - mix) * w_c + mix * s * mu_c``, with ``mu_c`` the mean pre-logit feature of its k
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from famr_cli.checks import number, whole
+from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.certificate.newton import classifier_head
 from famr_cli.evaluate.robustness import register
@@ -37,7 +38,15 @@ class Relearn(RobustnessCheck):
     name = "relearn"
     needs_features = True
 
-    def __init__(self, shots=(5, 25), steps: int = 10, lr: float = 0.01, momentum: float = 0.9, prototype_mix: float = 0.5):
+    def __init__(
+        self,
+        shots=(5, 25),
+        steps: int = 10,
+        lr: float = 0.003,
+        momentum: float = 0.9,
+        prototype_mix: float = 0.5,
+        with_retained: bool = True,
+    ):
         if isinstance(shots, int) or not shots:
             shots = [shots] if isinstance(shots, int) else []
         if not shots:
@@ -47,6 +56,7 @@ class Relearn(RobustnessCheck):
         self.lr = number(lr, "evaluate.robustness.relearn.lr", 0.01, positive=True)
         self.momentum = number(momentum, "evaluate.robustness.relearn.momentum", 0.9, minimum=0.0)
         self.prototype_mix = number(prototype_mix, "evaluate.robustness.relearn.prototype_mix", 0.5, minimum=0.0)
+        self.with_retained = flag(with_retained, "evaluate.robustness.relearn.with_retained")
         if self.prototype_mix > 1:
             raise FamrError(f"evaluate.robustness.relearn.prototype_mix must be in [0, 1] (got {prototype_mix}); try 0.5.")
 
@@ -60,8 +70,12 @@ class Relearn(RobustnessCheck):
             rows = first_per_class(torch.arange(len(sets.pool_y)), sets.pool_y, k)
             x, y = sets.pool_x[rows], sets.pool_y[rows]
             figures[f"k{k}_images"] = len(y)
+            batch_x, batch_y = x, y
+            if self.with_retained and sets.anchor_y is not None and len(sets.anchor_y):
+                kept = first_per_class(torch.arange(len(sets.anchor_y)), sets.anchor_y, k)
+                batch_x, batch_y = torch.cat([x, sets.anchor_x[kept]]), torch.cat([y, sets.anchor_y[kept]])
             for mode in MODES:
-                attacked = self._fine_tune(model, x, y, ctx, head_only=mode == "head")
+                attacked = self._fine_tune(model, batch_x, batch_y, ctx, head_only=mode == "head")
                 figures[f"{mode}_k{k}_forget_acc"] = accuracy_on(attacked, sets.forget_x, sets.forget_y, ctx)
                 figures[f"{mode}_k{k}_retain_acc"] = accuracy_on(attacked, sets.retain_x, sets.retain_y, ctx)
                 del attacked

@@ -33,6 +33,10 @@ class HeldOutSets:
     retain_x: torch.Tensor  # retained-class held-out images outside the probe set
     retain_y: torch.Tensor
     sources: dict[str, str]
+    # Labelled held-out images of the retained classes (the probe set's): what a relearning attack with
+    # relearn.with_retained mixes into its batch, k per class.
+    anchor_x: torch.Tensor | None = None
+    anchor_y: torch.Tensor | None = None
 
     @property
     def relearnable(self) -> bool:
@@ -78,6 +82,7 @@ def build_sets(data: ImageData, split: ForgetSplit, *, per_class: int, max_shots
         retained_scored = order[torch.cat([r for c, r in enumerate(scored_rows) if c not in split.forgotten_classes])]
         sources["pool"] = f"{evaluated}: the probe set's forgotten-class images"
         sources["forget"] = f"{evaluated}: forgotten-class images outside the probe set"
+        anchor = probe[~in_forgotten[probe]]
         return HeldOutSets(
             kind,
             data.x_test[probe],
@@ -89,6 +94,8 @@ def build_sets(data: ImageData, split: ForgetSplit, *, per_class: int, max_shots
             data.x_test[retained_scored],
             data.y_test[retained_scored],
             {**sources, "retain": f"{evaluated}: retained-class images outside the probe set, up to {per_class} per class"},
+            data.x_test[anchor],
+            data.y_test[anchor],
         )
     retained_scored = order[torch.cat(scored_rows)]
     sources["retain"] = f"{evaluated}: images outside the probe set, up to {per_class} per class"
@@ -123,4 +130,6 @@ def build_sets(data: ImageData, split: ForgetSplit, *, per_class: int, max_shots
         data.x_test[retained_scored],
         data.y_test[retained_scored],
         sources,
+        data.x_test[probe],
+        data.y_test[probe],
     )
