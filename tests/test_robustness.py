@@ -182,6 +182,8 @@ def test_sets_never_score_an_attack_image_and_sample_forgetting_relearns_from_d_
     assert not as_rows(sets.pool_x) & as_rows(sets.forget_x)
     assert not as_rows(sets.probe_x) & (as_rows(sets.forget_x) | as_rows(sets.retain_x))
     assert (sets.pool_y == 0).all() and (sets.forget_y == 0).all() and (sets.retain_y != 0).all()
+    # The retained images relearning mixes in are labelled held-out images too, never scored ones.
+    assert (sets.anchor_y != 0).all() and not as_rows(sets.anchor_x) & (as_rows(sets.forget_x) | as_rows(sets.retain_x))
     rows = torch.arange(0, len(data.y_train), 5)  # a "random" 20 % of the training set, every class
     sample = ForgetSplit(
         rows,
