@@ -14,6 +14,7 @@ import yaml
 from conftest import cli_env
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
+from famr_cli.tune import report
 from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
 from famr_cli.tune.study import FAILED, OK, REJECTED, finish_trial, open_study, spent_trials
 from famr_cli.tune.sweeper import trial_outcome
@@ -115,3 +116,7 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
     assert _tune(tmp_path, "--methods", "famr", "--trials", "3").returncode == 0
     assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
+    # The report the docs show: one summary row per method (with its best trial), then every trial.
+    summary = report.summary_table(root)
+    assert summary.splitlines()[2].startswith("| famr | 3 |") and summary.splitlines()[3].startswith("| ssd | 2 |")
+    assert len(report.trials_table(root / "famr").splitlines()) == 4 + 3
