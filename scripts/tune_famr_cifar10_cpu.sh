@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sweep behind experiment=cifar10_cpu's FAMR defaults (README, "Results: CIFAR-10 on 2 CPU
+# The sweep behind experiment=cifar10_cpu's FAMR defaults (docs/results.md, "Results: CIFAR-10 on 2 CPU
 # cores"). Needs the CIFAR-10 data: CIFAR10_ROOT=<folder or .tar.gz in the CIFAR layout>.
 # The original model is trained once (about 12 minutes) and reused by every job.
 set -euo pipefail

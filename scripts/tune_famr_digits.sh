@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sweep behind the quickstart's FAMR defaults (README, "FAMR defaults"): every digits class
+# The sweep behind the quickstart's FAMR defaults (docs/configuration.md, "FAMR defaults"): every digits class
 # forgotten in turn, for each (lr, lam) pair; one original model trained, reused by all 40 jobs.
 # About 3 minutes on 2 CPU cores after the original model is cached.
 set -euo pipefail

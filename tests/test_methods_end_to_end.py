@@ -50,7 +50,7 @@ def test_original_and_retrain_are_trained_once_for_the_whole_sweep(method_sweep)
 def test_forgetting_methods_beat_the_original_on_the_forgotten_class(method_sweep):
     _, jobs, _ = method_sweep
     original = jobs["famr"]["metrics"]["original"]["forget_test_acc"]
-    # The methods our digits settings make forget (README, "Baselines"); SSD and SCRUB included.
+    # The methods our digits settings make forget (docs/results.md); SSD and SCRUB included.
     for name in ("famr", "retrain", "grad_ascent", "random_label", "salun", "ssd", "scrub", "finetune", "l1_sparse"):
         assert jobs[name]["metrics"]["unlearned"]["forget_test_acc"] < original - 40, name
 

@@ -1,4 +1,4 @@
-"""results.json (the public contract: README, results.json) and the console summary table."""
+"""results.json (the public contract, docs/results_json.md) and the console summary table."""
 
 from __future__ import annotations
 

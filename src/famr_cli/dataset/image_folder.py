@@ -88,4 +88,6 @@ def find_layout_root(path: Path, origin: Path) -> Path:
     children = [c for c in path.iterdir() if c.is_dir() and (c / "train").is_dir()]
     if len(children) == 1:
         return children[0]
-    raise FamrError(f"{origin} has no train/ and test/ folders (directly or one level down); see the README for the expected layout.")
+    raise FamrError(
+        f"{origin} has no train/ and test/ folders (directly or one level down); see docs/configuration.md for the expected layout."
+    )

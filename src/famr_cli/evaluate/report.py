@@ -1,6 +1,6 @@
 """The one evaluation every model goes through (original, unlearned, retrain), and the comparison to Retrain.
 
-The README's results.json definitions: accuracies on the forget/retain parts, UA/RA/TA, MIA-Efficacy, the style extras for
+docs/results_json.md's definitions: accuracies on the forget/retain parts, UA/RA/TA, MIA-Efficacy, the style extras for
 forget=style; then Avg. Gap and JS divergence between a method and the retrained gold standard.
 """
 
