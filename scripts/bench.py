@@ -44,7 +44,9 @@ from famr_cli.cli import CONFIG_DIR
 from famr_cli.evaluate.model_eval import predict_all
 from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext
-from famr_cli.pipeline import Prepared, build_model, get_original_model, prepare, unlearn, versions
+from famr_cli.model_store import build_model, get_original_model, versions
+from famr_cli.pipeline import unlearn
+from famr_cli.prepared import Prepared, prepare
 from famr_cli.runtime import describe_device
 from famr_cli.train.classifier import fit_classifier
 

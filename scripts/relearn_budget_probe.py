@@ -17,13 +17,15 @@ import time
 
 from hydra import compose, initialize_config_dir
 
+from famr_cli.cache import cache_root as _cache_root
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.evaluate.certificate.newton import head_features
 from famr_cli.evaluate.robustness.base import ModelView
 from famr_cli.evaluate.robustness.relearn import Relearn
 from famr_cli.evaluate.robustness.run import RobustnessRun, RobustnessSettings
 from famr_cli.logger import ExperimentLogger
-from famr_cli.pipeline import _cache_root, get_original_model, get_retrain_model, prepare, retrain_inputs
+from famr_cli.model_store import get_original_model, get_retrain_model, retrain_inputs
+from famr_cli.prepared import prepare
 
 LRS = tuple(float(v) for v in os.environ.get("PROBE_LRS", "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2").split(","))
 WITH_RETAINED = (True, False) if os.environ.get("PROBE_MIXED", "both") == "both" else (os.environ["PROBE_MIXED"] == "yes",)

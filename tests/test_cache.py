@@ -7,7 +7,8 @@ import torch
 
 from conftest import compose_config
 from famr_cli.logger import ExperimentLogger
-from famr_cli.pipeline import get_original_model, original_cache_key, prepare
+from famr_cli.model_store import get_original_model, original_cache_key
+from famr_cli.prepared import prepare
 
 
 def _cfg(tmp_path, *extra):
@@ -33,7 +34,7 @@ def test_miss_trains_and_hit_loads_identical_weights_without_training(tmp_path, 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a cache hit must not train")
 
-    monkeypatch.setattr("famr_cli.pipeline.fit_classifier", must_not_train)
+    monkeypatch.setattr("famr_cli.model_store.fit_classifier", must_not_train)
     second = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
     assert second.hit and second.key == first.key
     assert second.recorded_train_s == pytest.approx(first.recorded_train_s)
@@ -55,7 +56,7 @@ def test_corrupt_entry_is_moved_aside_and_rebuilt(tmp_path, caplog):
 
 
 def test_original_predictions_are_computed_once_per_model(tmp_path, monkeypatch):
-    from famr_cli.pipeline import original_predictions
+    from famr_cli.assessment import original_predictions
 
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
@@ -66,7 +67,7 @@ def test_original_predictions_are_computed_once_per_model(tmp_path, monkeypatch)
     def must_not_predict(*args, **kwargs):
         raise AssertionError("cached predictions must be reused")
 
-    monkeypatch.setattr("famr_cli.pipeline.predict_all", must_not_predict)
+    monkeypatch.setattr("famr_cli.assessment.predict_all", must_not_predict)
     second = original_predictions(cfg, original, p)
     assert torch.equal(first.train, second.train) and torch.equal(first.test, second.test)
 

@@ -10,7 +10,7 @@ from conftest import compose_config, read_results, run_cli
 from famr_cli.dataset import load_dataset
 from famr_cli.dataset.subsets import RowSelection, select_rows
 from famr_cli.errors import FamrError
-from famr_cli.pipeline import original_cache_key
+from famr_cli.model_store import original_cache_key
 
 
 def _digits(tmp_path, **keys):

@@ -15,7 +15,9 @@ from famr_cli.errors import FamrError
 from famr_cli.evaluate.metrics import accuracy
 from famr_cli.evaluate.model_eval import Predictions, score
 from famr_cli.forget import make_forget_split
-from famr_cli.pipeline import FORGET_INDICES_FILE, original_cache_key, prepare, write_forget_indices
+from famr_cli.model_store import original_cache_key
+from famr_cli.pipeline import FORGET_INDICES_FILE, write_forget_indices
+from famr_cli.prepared import prepare
 from famr_cli.results import write_results
 
 NUM_TRAIN, NUM_TEST = 1437, 360  # digits with the default stratified 20 % hold-out

@@ -10,7 +10,8 @@ from famr_cli.dataset import load_dataset
 from famr_cli.errors import FamrError
 from famr_cli.forget import make_forget_split
 from famr_cli.forget.style import grayscale, invert, sepia, style_split, watermark
-from famr_cli.pipeline import original_cache_key, prepare
+from famr_cli.model_store import original_cache_key
+from famr_cli.prepared import prepare
 
 NUM_TRAIN = 1437  # digits with the default stratified 20 % hold-out
 

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from conftest import compose_config
 from famr_cli.logger import ExperimentLogger
-from famr_cli.pipeline import build_model, get_original_model, prepare
+from famr_cli.model_store import build_model, get_original_model
+from famr_cli.prepared import prepare
 
 
 @pytest.mark.slow

@@ -261,7 +261,9 @@ def test_pipeline_trains_unlearns_and_evaluates_on_the_tiny_tree(tree, tmp_path)
     from famr_cli.evaluate.model_eval import evaluate_model
     from famr_cli.logger import ExperimentLogger
     from famr_cli.method import UnlearnContext
-    from famr_cli.pipeline import get_original_model, prepare, unlearn
+    from famr_cli.model_store import get_original_model
+    from famr_cli.pipeline import unlearn
+    from famr_cli.prepared import prepare
 
     cfg = _cfg(
         tree,

@@ -17,7 +17,8 @@ from conftest import FAMR_RUN, cli_env, compose_config, read_results, run_cli
 from famr_cli.cache import sha256_file
 from famr_cli.errors import DivergedError
 from famr_cli.logger import ExperimentLogger
-from famr_cli.pipeline import get_original_model, prepare
+from famr_cli.model_store import get_original_model
+from famr_cli.prepared import prepare
 from famr_cli.train.checkpoint import TrainingCheckpoint, saved_epochs
 from famr_cli.train.loop import run_loop
 

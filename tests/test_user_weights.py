@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import compose_config, read_results, run_cli
 from famr_cli.errors import FamrError
-from famr_cli.pipeline import prepare
+from famr_cli.prepared import prepare
 
 FAST = ["train.epochs=2", "method.epochs=2"]
 

@@ -142,3 +142,8 @@ class CacheEntry:
         aside = self.path.with_name(f"{self.key}.bad-{time.time_ns()}")
         log.warning("Cache entry %s is unusable (%s); moved it to %s and will rebuild it.", self.path, reason, aside)
         os.replace(self.path, aside)
+
+
+def cache_root(cfg) -> Path:
+    """The ``cache_dir`` a config names, with ``~`` expanded."""
+    return Path(cfg.cache_dir).expanduser()

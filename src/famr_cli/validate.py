@@ -1,6 +1,6 @@
 """Every config value checked before work starts: one :class:`FamrError` sentence naming the fix, or nothing.
 
-``validate_run_settings`` runs first in ``pipeline.prepare``. It refuses keys no config file declares
+``validate_run_settings`` runs first in ``prepared.prepare``. It refuses keys no config file declares
 (``famr_cli.config_schema``), then checks the root-level keys and the
 ``train`` and ``logger`` sections here, and asks each stage module to check its own section from the
 config alone: the dataset (settings, paths, and the classes, channels and image size it will have),

@@ -1,7 +1,7 @@
 """Retrain: train from scratch on D_r = D \\ D_f with the original's recipe and seed — the gold standard.
 
 The retrained model is trained once per (dataset, backbone, recipe, seed, forget set) and cached
-(pipeline.get_retrain_model); this method hands that model out, and reports the time its training
+(model_store.get_retrain_model); this method hands that model out, and reports the time its training
 took as its unlearning time, so RTE tables compare every method with what Retrain really costs.
 """
 
