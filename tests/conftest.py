@@ -42,8 +42,23 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: 
     return subprocess.run([exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600)
 
 
+RESULTS_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results.schema.json").read_text())
+
+
+def check_results_schema(results: dict) -> dict:
+    """``results`` if it follows docs/results.schema.json (the public contract), else a failed assertion naming the key."""
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(RESULTS_SCHEMA).iter_errors(results), key=lambda e: list(e.path))
+    assert not errors, "results.json breaks docs/results.schema.json: " + "; ".join(
+        f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5]
+    )
+    return results
+
+
 def read_results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
+    """A run's results.json, checked against the schema: every results.json the suite reads is validated."""
+    return check_results_schema(json.loads((run_dir / "results.json").read_text()))
 
 
 @pytest.fixture(scope="session")

@@ -256,3 +256,16 @@ def test_famr_robustness_prints_every_check_with_the_excess_over_retrain(tmp_pat
     assert "| Original | 95.00 | 97.00 |" in out and "| Retrain | 0.00 | 20.00 |" in out
     assert "| method=finetune | 1.00 | 31.00 (+11.00) |" in out and "0.50" in out
     assert main([str(tmp_path / "empty")]) == 1
+
+
+def test_the_results_schema_accepts_what_runs_write_and_names_what_breaks_it(quickstart_runs):
+    from conftest import check_results_schema
+
+    _, results = quickstart_runs[0]
+    check_results_schema(results)
+    check_results_schema({"status": "failed", "method": "famr", "error": "one sentence", "exit_code": 2})
+    broken = {**results, "timing": {k: v for k, v in results["timing"].items() if k != "unlearn_s"}}
+    with pytest.raises(AssertionError, match="timing: 'unlearn_s' is a required property"):
+        check_results_schema(broken)
+    with pytest.raises(AssertionError, match="'exit_code' is a required property"):
+        check_results_schema({"status": "failed", "method": "famr", "error": "no code"})
