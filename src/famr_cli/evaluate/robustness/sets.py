@@ -114,10 +114,13 @@ def build_sets(data: ImageData, split: ForgetSplit, *, per_class: int, max_shots
             sources,
         )
     forget = split.forget_train[torch.randperm(len(split.forget_train), generator=gen)]
-    shots = first_per_class(forget, data.y_train, max_shots)
+    # At most half of each class's forgotten samples go to the pool, so every class keeps samples to score.
+    per_class_f = torch.bincount(data.y_train[forget], minlength=data.num_classes)
+    take = min(max_shots, max(1, int(per_class_f[per_class_f > 0].min()) // 2)) if len(forget) else 0
+    shots = first_per_class(forget, data.y_train, take)
     rest = torch.ones(len(forget), dtype=torch.bool)
     rest[shots] = False
-    sources["pool"] = f"D_f (training split): the first {max_shots} forgotten samples per class of a seeded permutation"
+    sources["pool"] = f"D_f (training split): the first {take} forgotten samples per class of a seeded permutation (at most half)"
     sources["forget"] = "D_f (training split): the forgotten samples outside the pool"
     return HeldOutSets(
         kind,
