@@ -17,14 +17,14 @@ import time
 
 from hydra import compose, initialize_config_dir
 
-from famr_cli.cache import cache_root as _cache_root
+from famr_cli.assessment import robustness_run
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.evaluate.certificate.newton import head_features
 from famr_cli.evaluate.robustness.base import ModelView
 from famr_cli.evaluate.robustness.relearn import Relearn
-from famr_cli.evaluate.robustness.run import RobustnessRun, RobustnessSettings
+from famr_cli.evaluate.robustness.run import RobustnessSettings
 from famr_cli.logger import ExperimentLogger
-from famr_cli.model_store import get_original_model, get_retrain_model, retrain_inputs
+from famr_cli.model_store import get_original_model, get_retrain_model
 from famr_cli.prepared import prepare
 
 LRS = tuple(float(v) for v in os.environ.get("PROBE_LRS", "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2").split(","))
@@ -41,16 +41,7 @@ def main(overrides: list[str]) -> int:
         "retrain": get_retrain_model(cfg, p, logger).model,
     }
     settings = RobustnessSettings(p.eval.robustness.holdout_per_class, (Relearn(),))
-    run = RobustnessRun(
-        p.data,
-        p.split,
-        p.device,
-        p.eval.batch_size,
-        p.eval.seed,
-        settings,
-        _cache_root(cfg),
-        retrain_inputs(cfg, p.split)["retrain_without"],
-    )
+    run = robustness_run(cfg, p, settings)
     ctx = run.context()
     print(f"forgotten images scored: {len(ctx.sets.forget_y)}, retained: {len(ctx.sets.retain_y)}; steps 10, momentum 0.9")
     print(

@@ -14,7 +14,7 @@ from famr_cli.cache import CacheEntry, build_once, cache_key, cache_root
 from famr_cli.errors import DivergedError, FamrError
 from famr_cli.evaluate.model_eval import Predictions, predict_all
 from famr_cli.evaluate.report import evaluate_model_scores
-from famr_cli.evaluate.robustness.run import RobustnessRun
+from famr_cli.evaluate.robustness.run import RobustnessRun, RobustnessSettings
 from famr_cli.evaluate.robustness.run import assess as assess_checks
 from famr_cli.method import UnlearnContext
 from famr_cli.model_store import TrainedModel, retrain_inputs
@@ -82,6 +82,13 @@ def certify(p: Prepared, unlearned: nn.Module, original: nn.Module, ctx: Unlearn
         return {"certificate_error": f"{type(err).__name__}: {err}"}
 
 
+def robustness_run(cfg: DictConfig, p: Prepared, settings: RobustnessSettings | None = None) -> RobustnessRun:
+    """The robustness checks' view of this run (``settings`` in place of ``evaluate.robustness`` when given)."""
+    digest = retrain_inputs(cfg, p.split)["retrain_without"]
+    checks = p.eval.robustness if settings is None else settings
+    return RobustnessRun(p.data, p.split, p.device, p.eval.batch_size, p.eval.seed, checks, cache_root(cfg), digest, p.eval.split)
+
+
 def assess_robustness(
     cfg: DictConfig,
     p: Prepared,
@@ -94,17 +101,7 @@ def assess_robustness(
     failure is reported in the section and never costs the run's metrics."""
     if not p.eval.robustness.enabled:
         return {}
-    run = RobustnessRun(
-        p.data,
-        p.split,
-        p.device,
-        p.eval.batch_size,
-        p.eval.seed,
-        p.eval.robustness,
-        cache_root(cfg),
-        retrain_inputs(cfg, p.split)["retrain_without"],
-        p.eval.split,
-    )
+    run = robustness_run(cfg, p)
     cached = {"original": (original.model, original.key, evaluations["original"].preds)}
     if retrain is not None:
         cached["retrain"] = (retrain.model, retrain.key, evaluations["retrain"].preds)
