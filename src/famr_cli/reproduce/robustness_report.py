@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         rob = job.results["robustness"]
         vs = rob.get("vs_retrain") or {}
-        label = ", ".join(f"{k}={job.overrides.get(k)}" for k in keys) or job.results.get("method", job.dir.name)
+        label = ", ".join(f"{k}={v}" for k in keys if (v := job.overrides.get(k)) is not None) or job.results.get("method", job.dir.name)
         extra = {**(vs.get("probe") or {}), **(vs.get("heldout") or {})}
         lines.append(row(label, rob["unlearned"], vs, cols, extra))
     print(f"Accuracies in %, k = {args.k} images per forgotten class; (±x) = excess over Retrain under the identical check.")
