@@ -68,7 +68,7 @@ def main(overrides: list[str]) -> int:
 
 def _features_view(name, model, ctx) -> ModelView:
     view = ModelView(name, model)
-    for set_name in ("pool", "forget", "retain"):
+    for set_name in ("pool", "forget", "retain", "anchor"):
         view.features[set_name] = head_features(model, ctx.batches(getattr(ctx.sets, f"{set_name}_x"))).cpu()
     return view
 

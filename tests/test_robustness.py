@@ -120,7 +120,7 @@ def test_zeroed_head_row_is_recovered_by_the_probe_and_by_prototype_relearning()
     # Retrain never saw class a: its output gives the class no probability before any attack.
     assert out["retrain"]["relearn"]["forget_acc_before"] == 0.0
     assert out["vs_retrain"]["probe"]["cka_vs_original"] == pytest.approx(1.0)
-    assert set(out["sets"]["sizes"]) == {"probe", "pool", "forget", "retain"}
+    assert set(out["sets"]["sizes"]) == {"probe", "pool", "forget", "retain", "anchor"}
 
 
 def test_a_model_identical_to_retrain_has_no_residual_recoverability_and_equal_statistics():

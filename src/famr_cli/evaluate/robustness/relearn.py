@@ -30,8 +30,6 @@ from famr_cli.evaluate.robustness import register
 from famr_cli.evaluate.robustness.base import CheckContext, ModelView, RobustnessCheck, accuracy_on, percent_correct
 from famr_cli.evaluate.robustness.sets import first_per_class
 
-MODES = ("full", "head")
-
 
 @register
 class Relearn(RobustnessCheck):
@@ -65,30 +63,58 @@ class Relearn(RobustnessCheck):
         if not sets.relearnable or view.model is None:
             return {"applicable": False}
         model = view.model
-        figures: dict[str, Any] = {"forget_acc_before": accuracy_on(model, sets.forget_x, sets.forget_y, ctx)}
+        feats = view.features
+        head_logits = self._head_logits(model)
+        figures: dict[str, Any] = {"forget_acc_before": percent_correct(head_logits(feats["forget"]), sets.forget_y)}
         for k in self.shots:
             rows = first_per_class(torch.arange(len(sets.pool_y)), sets.pool_y, k)
             x, y = sets.pool_x[rows], sets.pool_y[rows]
             figures[f"k{k}_images"] = len(y)
-            batch_x, batch_y = x, y
+            batch_x, batch_y, batch_f = x, y, feats["pool"][rows]
             if self.with_retained and sets.anchor_y is not None and len(sets.anchor_y):
                 kept = first_per_class(torch.arange(len(sets.anchor_y)), sets.anchor_y, k)
                 batch_x, batch_y = torch.cat([x, sets.anchor_x[kept]]), torch.cat([y, sets.anchor_y[kept]])
-            for mode in MODES:
-                attacked = self._fine_tune(model, batch_x, batch_y, ctx, head_only=mode == "head")
-                figures[f"{mode}_k{k}_forget_acc"] = accuracy_on(attacked, sets.forget_x, sets.forget_y, ctx)
-                figures[f"{mode}_k{k}_retain_acc"] = accuracy_on(attacked, sets.retain_x, sets.retain_y, ctx)
-                del attacked
-            forget_logits, retain_logits = self._prototype_logits(model, view.features["pool"][rows], y, view.features)
+                batch_f = torch.cat([batch_f, feats["anchor"][kept]])
+            attacked = self._fine_tune(model, batch_x, batch_y, ctx)
+            figures[f"full_k{k}_forget_acc"] = accuracy_on(attacked, sets.forget_x, sets.forget_y, ctx)
+            figures[f"full_k{k}_retain_acc"] = accuracy_on(attacked, sets.retain_x, sets.retain_y, ctx)
+            del attacked
+            # Head only: the frozen body in eval mode maps each image to fixed features, so the attack
+            # trains the head on them directly (the same steps as through the model, without its forward passes).
+            tuned = self._fine_tune_head(model, batch_f, batch_y)
+            figures[f"head_k{k}_forget_acc"] = percent_correct(tuned(feats["forget"]), sets.forget_y)
+            figures[f"head_k{k}_retain_acc"] = percent_correct(tuned(feats["retain"]), sets.retain_y)
+            forget_logits, retain_logits = self._prototype_logits(model, feats["pool"][rows], y, feats)
             figures[f"prototype_k{k}_forget_acc"] = percent_correct(forget_logits, sets.forget_y)
             figures[f"prototype_k{k}_retain_acc"] = percent_correct(retain_logits, sets.retain_y)
         return figures
 
-    def _fine_tune(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: CheckContext, head_only: bool) -> torch.nn.Module:
+    @staticmethod
+    def _head_weights(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        head = classifier_head(model)
+        weight = head.weight.detach().float().cpu().clone()
+        bias = torch.zeros(len(weight)) if head.bias is None else head.bias.detach().float().cpu().clone()
+        return weight, bias
+
+    def _head_logits(self, model: torch.nn.Module):
+        weight, bias = self._head_weights(model)
+        return lambda features: features.float() @ weight.T + bias
+
+    def _fine_tune_head(self, model: torch.nn.Module, features: torch.Tensor, y: torch.Tensor):
+        weight, bias = (t.requires_grad_(True) for t in self._head_weights(model))
+        optimizer = torch.optim.SGD([weight, bias], lr=self.lr, momentum=self.momentum)
+        inputs = features.float()
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(inputs @ weight.T + bias, y).backward()
+                optimizer.step()
+        weight, bias = weight.detach(), bias.detach()
+        return lambda f: f.float() @ weight.T + bias
+
+    def _fine_tune(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: CheckContext) -> torch.nn.Module:
         attacked = copy.deepcopy(model).eval()
-        params = list(classifier_head(attacked).parameters()) if head_only else list(attacked.parameters())
-        for p in attacked.parameters():
-            p.requires_grad_(False)
+        params = list(attacked.parameters())
         for p in params:
             p.requires_grad_(True)
         optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
@@ -102,9 +128,7 @@ class Relearn(RobustnessCheck):
         return attacked
 
     def _prototype_logits(self, model, shot_features, shot_labels, features) -> tuple[torch.Tensor, torch.Tensor]:
-        head = classifier_head(model)
-        weight = head.weight.detach().float().cpu().clone()
-        bias = torch.zeros(len(weight)) if head.bias is None else head.bias.detach().float().cpu().clone()
+        weight, bias = self._head_weights(model)
         row_norm = weight.norm(dim=1).mean()
         classes = shot_labels.unique()
         others = torch.ones(len(bias), dtype=torch.bool)

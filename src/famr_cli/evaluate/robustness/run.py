@@ -31,7 +31,7 @@ log = logging.getLogger("famr")
 
 # Bump when what a cached robustness entry holds changes.
 ROBUSTNESS_FORMAT = 1
-FEATURE_SETS = ("probe", "pool", "forget", "retain")
+FEATURE_SETS = ("probe", "pool", "forget", "retain", "anchor")
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def model_view(
         sets = ctx.sets
         for set_name in FEATURE_SETS:
             x = getattr(sets, f"{set_name}_x")
-            view.features[set_name] = head_features(model, ctx.batches(x)).cpu() if len(x) else torch.zeros(0, 0)
+            view.features[set_name] = head_features(model, ctx.batches(x)).cpu() if x is not None and len(x) else torch.zeros(0, 0)
     return view
 
 
@@ -226,4 +226,4 @@ def assess(
 
 
 def _sizes(sets: HeldOutSets) -> dict[str, int]:
-    return {name: len(getattr(sets, f"{name}_y")) for name in FEATURE_SETS}
+    return {name: len(y) for name in FEATURE_SETS if (y := getattr(sets, f"{name}_y")) is not None}
