@@ -44,6 +44,7 @@ class Relearn(RobustnessCheck):
         momentum: float = 0.9,
         prototype_mix: float = 0.5,
         with_retained: bool = True,
+        full_model_shots=(5,),
     ):
         if isinstance(shots, int) or not shots:
             shots = [shots] if isinstance(shots, int) else []
@@ -55,6 +56,8 @@ class Relearn(RobustnessCheck):
         self.momentum = number(momentum, "evaluate.robustness.relearn.momentum", 0.9, minimum=0.0)
         self.prototype_mix = number(prototype_mix, "evaluate.robustness.relearn.prototype_mix", 0.5, minimum=0.0)
         self.with_retained = flag(with_retained, "evaluate.robustness.relearn.with_retained")
+        full = [full_model_shots] if isinstance(full_model_shots, int) else list(full_model_shots or [])
+        self.full_model_shots = tuple(whole(k, "evaluate.robustness.relearn.full_model_shots", "[5]", minimum=1) for k in full)
         if self.prototype_mix > 1:
             raise FamrError(f"evaluate.robustness.relearn.prototype_mix must be in [0, 1] (got {prototype_mix}); try 0.5.")
 
@@ -75,10 +78,11 @@ class Relearn(RobustnessCheck):
                 kept = first_per_class(torch.arange(len(sets.anchor_y)), sets.anchor_y, k)
                 batch_x, batch_y = torch.cat([x, sets.anchor_x[kept]]), torch.cat([y, sets.anchor_y[kept]])
                 batch_f = torch.cat([batch_f, feats["anchor"][kept]])
-            attacked = self._fine_tune(model, batch_x, batch_y, ctx)
-            figures[f"full_k{k}_forget_acc"] = accuracy_on(attacked, sets.forget_x, sets.forget_y, ctx)
-            figures[f"full_k{k}_retain_acc"] = accuracy_on(attacked, sets.retain_x, sets.retain_y, ctx)
-            del attacked
+            if k in self.full_model_shots:  # the costly attack: steps x batch forward-backward passes through the model
+                attacked = self._fine_tune(model, batch_x, batch_y, ctx)
+                figures[f"full_k{k}_forget_acc"] = accuracy_on(attacked, sets.forget_x, sets.forget_y, ctx)
+                figures[f"full_k{k}_retain_acc"] = accuracy_on(attacked, sets.retain_x, sets.retain_y, ctx)
+                del attacked
             # Head only: the frozen body in eval mode maps each image to fixed features, so the attack
             # trains the head on them directly (the same steps as through the model, without its forward passes).
             tuned = self._fine_tune_head(model, batch_f, batch_y)
