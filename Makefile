@@ -39,7 +39,7 @@ tune-famr: install
 
 # The paper's tables (FAMR beside every baseline, mean ± std over seeds) into outputs/tables/.
 reproduce: install
-	$(BIN)/python scripts/reproduce.py --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(REPRODUCE_ARGS)
+	$(BIN)/famr-reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(REPRODUCE_ARGS)
 
 # Kill, corrupt and overload famr-run on digits; prints faults injected / recovered / results lost / bad inputs rejected.
 fault-drill: install

@@ -39,7 +39,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from famr_cli.batches import Augment, make_batches
+from famr_cli.augment import Augment
+from famr_cli.batches import make_batches
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.evaluate.model_eval import predict_all
 from famr_cli.logger import ExperimentLogger

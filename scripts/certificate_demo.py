@@ -6,7 +6,7 @@
     python scripts/certificate_demo.py --json cert.json     # also write rows + summary as JSON
 
 Multinomial logistic regression on the digits pixels (float64), forget class 0; theta_0 fitted with
-L-BFGS, then FAMR solved per lambda to gradient norm <= 1e-9 (famr_cli.evaluate.certificate.convex).
+L-BFGS, then FAMR solved per lambda to gradient norm <= 1e-9 (famr_lab.convex_certificate).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from famr_cli.evaluate.certificate.convex import DEFAULT_LAMS, SLOPE_MIN_LAM, certify, load_problem
+from famr_lab.convex_certificate import DEFAULT_LAMS, SLOPE_MIN_LAM, certify, load_problem
 
 BOUNDS = [  # (header, key, format): each measured figure beside the bound docs/theory.md proves for it
     ("lam", "lam", "{:g}"),

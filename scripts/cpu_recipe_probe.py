@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from famr_cli.augment import normalize
 from famr_cli.backbone import build_backbone
-from famr_cli.batches import normalize
 from famr_cli.dataset import load_dataset
 from famr_cli.runtime import keep_freed_memory
 from famr_cli.train.classifier import fit_classifier

@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bad_input_drill  # noqa: E402  (a sibling script, not a package)
-from famr_cli.train.checkpoint import saved_epochs  # noqa: E402
+from famr_cli.train.checkpoint import saved_epochs
+from famr_lab import bad_input_drill
 
 FAMR_RUN = str(Path(sys.executable).with_name("famr-run"))
 RUN_ARGS = ["train.epochs=14", "method.epochs=2", "evaluate.reference=none"]

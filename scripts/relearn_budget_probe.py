@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from famr_cli.assessment import robustness_run
 from famr_cli.cli import CONFIG_DIR
-from famr_cli.evaluate.certificate.newton import head_features
+from famr_cli.evaluate.certificate.head import head_features
 from famr_cli.evaluate.robustness.base import ModelView
 from famr_cli.evaluate.robustness.relearn import Relearn
 from famr_cli.evaluate.robustness.run import RobustnessSettings

@@ -1,96 +1,9 @@
 #!/usr/bin/env python
-"""Reproduce the paper's class-forgetting tables: FAMR beside every baseline, mean ± std over seeds.
+"""The paper's tables: the same command as ``famr-reproduce`` (famr_cli.reproduce.cli), kept for old command lines."""
 
-    python scripts/reproduce.py --profile cpu  [--data PATH] [--seeds N] [--out outputs/tables] [--dry-run]
-    python scripts/reproduce.py --profile paper [--imagenet PATH] [--experiments cifar10_resnet18,cifar10_vit]
-
-Runs one ``famr-run -m`` per experiment (every method x every seed) plus FAMR's λ sweep, then writes
-outputs/tables/<profile>_<experiment>.{md,csv,tex} (and _lambda.* with the λ plots). Profiles and
-their seed schemes: src/famr_cli/reproduce/profiles.py. Sweeps run under --runs (outputs/reproduce/<profile>/);
-a previous run's sweep dir is kept as <dir>.prev-<time>, and --tables-only rebuilds the tables from the
-sweeps already there. Exit 0 when every job finished ok, 1 when
-some did not (the tables are still written from the others), 2 on bad input such as missing data.
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
 import sys
-from pathlib import Path
 
-from famr_cli.reproduce.data import DataError, plan_data
-from famr_cli.reproduce.profiles import PROFILES, experiment_names, public_profiles
-from famr_cli.reproduce.runner import plan_sweeps, reproduce
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXIT_BAD_INPUT = 2
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # Hidden profiles (the tests' smoke run) are accepted but not advertised.
-    parser.add_argument("--profile", default="paper", metavar="{" + ",".join(public_profiles()) + "}", help="what to run (default: paper)")
-    parser.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the profile's)")
-    parser.add_argument("--experiments", help="comma-separated subset of the profile's experiments")
-    parser.add_argument("--data", help="CIFAR-10: a folder or .tar.gz in the CIFAR layout (default: FAMR_CIFAR10_ROOT, the shared copy)")
-    parser.add_argument("--imagenet", help="ImageNet root with train/ and val/ (default: FAMR_IMAGENET_ROOT)")
-    parser.add_argument("--allow-download", action="store_true", help="let torchvision download CIFAR-10 when no local copy exists")
-    parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="where the tables go (default: outputs/tables)")
-    parser.add_argument("--runs", type=Path, default=Path("outputs/reproduce"), help="where the sweeps run (default: outputs/reproduce)")
-    parser.add_argument("--dry-run", action="store_true", help="print the famr-run commands and exit")
-    parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the sweeps already under --runs")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    profile = PROFILES.get(args.profile)
-    if profile is None:
-        print(f"Unknown profile {args.profile!r}: use --profile {' or '.join(public_profiles())}.", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.seeds is not None:
-        if args.seeds < 1:
-            print(f"--seeds must be at least 1 (got {args.seeds}); e.g. --seeds 3 runs seeds 0, 1, 2.", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        profile = profile.with_seeds(args.seeds)
-    if args.experiments:
-        chosen = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
-        unknown = [e for e in chosen if e not in experiment_names()]
-        if unknown or not chosen:
-            print(f"Unknown experiment(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(experiment_names())}.", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        profile = profile.with_experiments(chosen)
-
-    runs_root = args.runs.expanduser().resolve()
-    out_dir = args.out.expanduser().resolve()
-    cache_dir = Path(os.environ.get("FAMR_CACHE_DIR") or "outputs/cache").expanduser().resolve()
-    try:
-        data = plan_data(profile, REPO_ROOT, cache_dir, args.data, args.imagenet, args.allow_download, strict=not args.dry_run)
-    except DataError as err:
-        print(err, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    sweeps = plan_sweeps(profile, runs_root, data)
-
-    if args.dry_run:
-        for line in (*data.notes, *(f"a real run would stop here: {p}" for p in data.problems)):
-            print(f"# {line}")
-        for sweep in sweeps:
-            print(sweep.command())
-        return 0
-    for note in data.notes:
-        print(f"[reproduce] {note}")
-    print(f"[reproduce] profile {profile.name}: {profile.doc}")
-    try:
-        return reproduce(profile, sweeps, out_dir, runs_root, tables_only=args.tables_only)
-    except KeyboardInterrupt:
-        print("[reproduce] interrupted; finished jobs stay under " + str(runs_root / profile.name), file=sys.stderr)
-        return 130
-
+from famr_cli.reproduce.cli import run
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # e.g. `--dry-run | head -1`: the reader left, nothing is wrong
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    sys.exit(run())

@@ -11,4 +11,4 @@ mkdir -p "$(dirname "$SWEEP_DIR")"
 "$BIN/famr-run" -m experiment=cifar10_cpu progress=false dataset.root="$ROOT" \
   method.lr=3e-5,1e-4,3e-4 method.lam=0.1,10 method.epochs=1,2 "$@" \
   hydra.sweep.dir="$SWEEP_DIR" > "$SWEEP_DIR.log" 2>&1 || { tail -20 "$SWEEP_DIR.log"; exit 1; }
-"$BIN/python" scripts/summarize.py "$SWEEP_DIR"
+"$BIN/famr-summarize" "$SWEEP_DIR"

@@ -9,4 +9,4 @@ SWEEP_DIR="${1:-outputs/multirun/tune_famr_digits}"
   method.lr=3e-4,1e-3 method.lam=0.1,0.3 \
   'forget.classes=[0],[1],[2],[3],[4],[5],[6],[7],[8],[9]' \
   hydra.sweep.dir="$SWEEP_DIR" > "$SWEEP_DIR.log" 2>&1 || { tail -20 "$SWEEP_DIR.log"; exit 1; }
-"$BIN/python" scripts/summarize.py "$SWEEP_DIR" --by forget.classes
+"$BIN/famr-summarize" "$SWEEP_DIR" --by forget.classes

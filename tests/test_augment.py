@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from famr_cli.batches import Augment, TensorBatches, _reflect_pad, random_crop, random_cutout
+from famr_cli.augment import Augment, _reflect_pad, random_crop, random_cutout
+from famr_cli.batches import TensorBatches
 from famr_cli.validate import _check_train
 
 

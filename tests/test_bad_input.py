@@ -2,26 +2,21 @@
 
 One module-scoped fixture fills a cache with a real entry (a one-epoch run), fingerprints the cache
 and the outputs, then runs the whole table through famr-run against that same cache and output dir
-with scripts/bad_input_drill.py (two processes at a time); the tests below judge what it recorded.
+with famr_lab.bad_input_drill (two processes at a time); the tests below judge what it recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import cli_env, run_cli
+from famr_lab import bad_input_drill as drill
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bad_input_drill", REPO / "scripts" / "bad_input_drill.py")
-drill = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = drill  # dataclasses look their module up while the class is built
-_spec.loader.exec_module(drill)
 
 CASES = drill.parse_table(REPO / "docs" / "errors.md")
 BAD_INPUT_CASES = [case for case in CASES if case.exit_code == drill.EXIT_BAD_INPUT]

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from famr_cli.evaluate.certificate import convex
-from famr_cli.evaluate.certificate.convex import (
+from famr_lab import convex_certificate as convex
+from famr_lab.convex_certificate import (
     DEFAULT_LAMS,
     certify,
     dense_hessian,

@@ -10,20 +10,9 @@ import torch
 from torch.autograd.functional import hessian
 
 from famr_cli.errors import FamrError
-from famr_cli.evaluate.certificate.newton import (
-    NegativeCurvatureError,
-    classifier_head,
-    conjugate_gradient,
-    famr_head_newton,
-    flatten_head,
-    head_delta,
-    head_features,
-    head_loss,
-    hvp,
-    influence_removal_step,
-    relative_distance,
-    unflatten_head,
-)
+from famr_cli.evaluate.certificate.conjugate_gradient import NegativeCurvatureError, conjugate_gradient, hvp
+from famr_cli.evaluate.certificate.head import classifier_head, flatten_head, head_features, head_loss, unflatten_head
+from famr_cli.evaluate.certificate.newton import famr_head_newton, head_delta, influence_removal_step, relative_distance
 from famr_cli.method.famr import FORGET_LOSSES
 
 D, K, N = 6, 4, 20

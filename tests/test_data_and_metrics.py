@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import compose_config
-from famr_cli.batches import TensorBatches, random_crop
+from famr_cli.augment import random_crop
+from famr_cli.batches import TensorBatches
 from famr_cli.dataset import load_dataset
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.metrics import accuracy, parameter_distance, per_class_accuracy

@@ -85,6 +85,10 @@ def _famr(**overrides):
         epochs=5,
         batch_size=32,
         bn="eval",
+        head_only=False,
+        trainable=None,
+        retain_kd=0.0,
+        retain_buffer=500,
     )
     return FAMR(OmegaConf.create({**base, **overrides}))
 

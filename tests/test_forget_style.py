@@ -9,7 +9,7 @@ from conftest import compose_config, read_results, run_cli
 from famr_cli.dataset import load_dataset
 from famr_cli.errors import FamrError
 from famr_cli.forget import make_forget_split
-from famr_cli.forget.style import grayscale, invert, sepia, style_split, watermark
+from famr_cli.forget.style import StyleForget, grayscale, invert, sepia, watermark
 from famr_cli.model_store import original_cache_key
 from famr_cli.prepared import prepare
 
@@ -133,7 +133,7 @@ def test_rgb_data_accepts_grayscale(digits):
     from dataclasses import replace
 
     rgb = replace(digits, x_train=digits.x_train.expand(-1, 3, -1, -1).contiguous())
-    split = style_split(compose_config(["forget=style", "forget.style=grayscale"]).forget, rgb)
+    split = StyleForget().split(compose_config(["forget=style", "forget.style=grayscale"]).forget, rgb)
     assert torch.equal(split.x_train, rgb.x_train)  # equal channels: luma (0.299+0.587+0.114 = 1) leaves them unchanged
 
 

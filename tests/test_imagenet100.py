@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import compose_config
-from famr_cli.batches import Augment, StreamedBatches, TensorBatches, make_batches
+from famr_cli.augment import Augment
+from famr_cli.batches import StreamedBatches, TensorBatches, make_batches
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.dataset import imagenet100, load_dataset
 from famr_cli.errors import FamrError

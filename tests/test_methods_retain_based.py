@@ -14,7 +14,8 @@ from famr_cli.method import METHODS, UnlearnContext
 from famr_cli.method.finetune import Finetune
 from famr_cli.method.grad_ascent import GradAscent
 from famr_cli.method.l1_sparse import L1Sparse, add_l1_grad_, l1_norm, linear_decay
-from famr_cli.method.random_label import RandomLabel, random_wrong_labels
+from famr_cli.method.random_label import RandomLabel
+from famr_cli.method.shared import random_wrong_labels
 
 NUM_CLASSES = 3
 
@@ -302,12 +303,12 @@ def test_yaml_defaults_build_and_the_command_line_wins(name):
     cfg = compose_config([f"method={name}", "forget=sample"])  # no tuned file: the method's own defaults
     method = METHODS.get(name)(cfg.method)  # the shipped defaults pass validation
     assert set(CONFIGS[name][1]) <= set(cfg.method)  # every key the tests exercise is in the YAML
-    assert method.cfg.epochs >= 1
+    assert method.settings.epochs >= 1
     assert compose_config([f"method={name}", "method.lr=0.5"]).method.lr == 0.5
 
 
 def test_augment_option_applies_the_training_recipe_augmentation():
-    from famr_cli.batches import Augment
+    from famr_cli.augment import Augment
 
     results = []
     for augment in (False, True, True):

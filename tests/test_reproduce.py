@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import cli_env
-from famr_cli.reproduce import tables
+from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataError, DataPlan, find_cifar10, plan_data
 from famr_cli.reproduce.profiles import PROFILES
 from famr_cli.reproduce.runner import plan_sweeps, reproduce
@@ -93,10 +93,10 @@ def test_tables_on_canned_results_markdown_latex_and_csv():
     # Rows in the field's order (Retrain before FAMR), whatever order the jobs came in.
     assert [r.key for r in table.rows] == ["retrain", "famr"]
     assert table.failed == 0 and table.jobs == 4
-    assert tables.to_markdown(table) == EXPECTED_MARKDOWN
-    assert tables.to_latex(table) == EXPECTED_LATEX
+    assert table_render.to_markdown(table) == EXPECTED_MARKDOWN
+    assert table_render.to_latex(table) == EXPECTED_LATEX
 
-    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(table)))}
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(table_render.to_csv(table)))}
     assert list(rows) == ["retrain", "famr"]
     famr = rows["famr"]
     assert (famr["name"], famr["n"], famr["failed"], famr["seeds"], famr["devices"]) == ("FAMR", "2", "0", "0;1", "cpu")
@@ -114,24 +114,24 @@ def test_the_forgotten_table_aggregates_the_robustness_headline_over_seeds():
             "robustness": {"headline": {"relearn_k": 5, "relearn_forget_acc": relearn, "relearn_residual": excess}},
         }
     table = tables.robustness_table(jobs, "cifar10_cpu", title="Class forgetting")
-    md = tables.to_markdown(table)
+    md = table_render.to_markdown(table)
     assert md.startswith("**Is it forgotten? Class forgetting, cifar10_cpu") and "docs/robustness.md" in md
     famr = next(line for line in md.splitlines() if line.startswith("| **FAMR**"))
     # forget-test acc, relearn acc, relearn excess, then checks these jobs did not run
     assert famr.startswith("| **FAMR** | 3.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | – |")
-    rows = list(csv.DictReader(io.StringIO(tables.to_csv(table))))
+    rows = list(csv.DictReader(io.StringIO(table_render.to_csv(table))))
     assert rows[0]["relearn_residual_mean"] == "0.000000" and rows[1]["relearn_forget_acc_mean"] == "32.000000"
 
 
 def test_one_seed_shows_the_mean_alone_and_names_are_escaped():
     jobs = [Job(Path("/s/0"), {"method": "l1_sparse", "seed": "0"}, results("l1_sparse", 0, 99.5, 84, 81, 0.5, 100, 0.75, 106.1, 0.157))]
     table = tables.build_table(jobs, "cifar10_cpu", machine=MACHINE)
-    md = tables.to_markdown(table)
+    md = table_render.to_markdown(table)
     assert "seed 0; device" in md
     assert "| l1-sparse | 99.50 | 84.00 | 81.00 | 0.50 | 100.00 | 0.75 | 106.10 | 15.70 | 1 |" in md
-    assert r"$\ell_1$-sparse & 99.50 & 84.00" in tables.to_latex(table)
-    assert tables.latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
-    assert tables.to_csv(table).splitlines()[1].startswith("cifar10_cpu,l1_sparse,l1-sparse,1,0,99.500000,,84.000000,")
+    assert r"$\ell_1$-sparse & 99.50 & 84.00" in table_render.to_latex(table)
+    assert table_render.latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
+    assert table_render.to_csv(table).splitlines()[1].startswith("cifar10_cpu,l1_sparse,l1-sparse,1,0,99.500000,,84.000000,")
 
 
 def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
@@ -148,7 +148,7 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     assert table.failed == 5 and table.jobs == 8  # famr seed 1, ssd x2, scrub x2 (never ran)
     famr = table.rows[1]
     assert famr.n == 1 and famr.stats["UA"] == tables.Stat(96.0, None, 1)
-    md = tables.to_markdown(table)
+    md = table_render.to_markdown(table)
     assert "5 of 8 jobs failed (†)" in md
     assert "| **FAMR** † | 96.00 (n=1) | 80.00 (n=1) |" in md and md.split("\n")[5].endswith("| 1 of 2 | 0 |")
     assert "| SSD † | – | – | – | – | – | – | – | – | 0 of 2 |" in md
@@ -156,9 +156,9 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     assert "† SSD, seed 0: missing (no results.json (the job was killed or never started))" in md
     assert "† SCRUB, seed 1: missing (no job ran with this seed)" in md
     assert "| Retrain | 100.00 ± 0.00 |" in md
-    tex = tables.to_latex(table)
+    tex = table_render.to_latex(table)
     assert r"\textbf{FAMR}$^\dagger$ & 96.00 (n=1)" in tex and r"$^\dagger$ FAMR, seed 1: diverged" in tex
-    rows = list(csv.DictReader(io.StringIO(tables.to_csv(table))))
+    rows = list(csv.DictReader(io.StringIO(table_render.to_csv(table))))
     assert [(r["method"], r["n"], r["failed"]) for r in rows] == [
         ("retrain", "2", "0"),
         ("famr", "1", "1"),

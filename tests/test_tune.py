@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from conftest import cli_env
 from famr_cli.cli import CONFIG_DIR
@@ -85,6 +86,19 @@ def test_the_tuned_file_keeps_unsearched_keys_and_names_its_search(tmp_path):
     assert written["lam"] == 3.0 and written["trainable"] == ["layer4", "fc"]
     assert written["tuned_by"]["protocol"] == "famr-tune" and written["tuned_by"]["trials"] == 2 and written["tuned_by"]["commit"] == "abc"
     assert path.read_text().startswith("# Values for experiment=e forget=class")
+
+
+@pytest.mark.parametrize("earlier", [None, "lr: 1.0e-4\n"], ids=["new file", "scalars only"])
+def test_a_tuned_file_of_scalars_alone_is_valid_yaml_for_hydra(tmp_path, earlier):
+    # PyYAML writes a mapping of scalars alone in flow style; with tuned_by after it, the file would not parse.
+    path = tmp_path / "grad_ascent.yaml"
+    if earlier is not None:
+        path.write_text(earlier)
+    provenance = {"search": "s", "trials": 4, "accepted": 4, "budget_s": 9, "selection": "x", "study": "y", "commit": "abc"}
+    best = {"method.lr": 2e-5, "method.epochs": 5}
+    write_tuned_file(path, experiment="e", forget="class", best_params=best, provenance=provenance, objective="gaps.avg_gap", guard=10)
+    loaded = OmegaConf.load(path)  # what Hydra's file config source calls
+    assert loaded.lr == 2e-5 and loaded.epochs == 5 and loaded.tuned_by.trials == 4
 
 
 def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import torch.nn as nn
 from omegaconf import DictConfig
 
 from famr_cli.assessment import assess_robustness, cached_evaluation, certify, evaluate
-from famr_cli.batches import Augment
+from famr_cli.augment import Augment
 from famr_cli.evaluate.certificate.run import output_drift
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.evaluate.report import compare_to_reference

@@ -6,9 +6,8 @@ import logging
 from dataclasses import dataclass, replace
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from famr_cli.backbone import build_backbone
 from famr_cli.cache import cache_root
 from famr_cli.dataset import ImageData, load_dataset
 from famr_cli.errors import FamrError
@@ -47,16 +46,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     method = build_method(cfg.method)
     settings = EvalSettings.from_config(cfg, autocast)
     user_weights = read_user_weights(cfg.original_weights) if cfg.get("original_weights") else None
-    if user_weights is not None and skeleton is not None:
+    if user_weights is not None:
         load_into(skeleton, user_weights, str(cfg.backbone.name))  # a misfit fails now, before any decoding or training
     data = on_evaluation_split(load_dataset(cfg.dataset, cache_root(cfg)), settings.split)
     split = make_forget_split(cfg.forget, data)
-    if skeleton is None:
-        # A dataset that cannot describe itself from its config: check the backbone against the loaded data.
-        skeleton = build_backbone(OmegaConf.merge(cfg.backbone, {"pretrained": False}), data.num_classes, data.in_chans, data.img_size)
-        method.check_model(skeleton)
-        if user_weights is not None:
-            load_into(skeleton, user_weights, str(cfg.backbone.name))
     if split.modifies_training_data:
         # Training, unlearning and evaluation all see the stylized (and possibly relabelled) training set.
         data = replace(data, x_train=split.x_train, y_train=split.y_train)

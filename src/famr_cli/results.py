@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from famr_cli.robustness_figures import COMPARISONS, check_figures
+
 RESULTS_FILE = "results.json"
 
 
@@ -89,26 +91,6 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _robustness_rows(k: int | None) -> list[tuple[str, str, str, str | None]]:
-    """(label, check, key, key of the excess over Retrain in vs_retrain) per line of the second block."""
-    rows = []
-    if k is not None:
-        rows += [
-            (f"relearn {k}-shot full", "relearn", f"full_k{k}_forget_acc", f"residual_full_k{k}"),
-            (f"relearn {k}-shot head", "relearn", f"head_k{k}_forget_acc", f"residual_head_k{k}"),
-            (f"prototype {k}-shot", "relearn", f"prototype_k{k}_forget_acc", f"residual_prototype_k{k}"),
-        ]
-    return rows + [
-        ("probe on forgotten", "probe", "probe_forget_acc", "probe_forget_acc_gap"),
-        ("probe on retained", "probe", "probe_retain_acc", "probe_retain_acc_gap"),
-        ("held-out AUC", "heldout", "auc", None),
-        ("KS loss", "heldout", "ks_loss", "ks_loss_gap"),
-        ("ECE retained", "calibration", "ece", "ece_gap"),
-        ("entropy on D_f", "calibration", "entropy_forget", "entropy_forget_gap"),
-        ("entropy held-out", "calibration", "entropy_heldout", "entropy_heldout_gap"),
-    ]
-
-
 def robustness_lines(rob: dict[str, Any]) -> list[str]:
     """The second block: is it forgotten or only hidden? Each check on each model, and the excess over Retrain."""
     if not rob or "headline" not in rob:
@@ -116,21 +98,18 @@ def robustness_lines(rob: dict[str, Any]) -> list[str]:
     columns = [name for name in ("original", "unlearned", "retrain") if name in rob]
     vs = rob.get("vs_retrain") or {}
     lines = ["", f"{'is it forgotten?':<22}" + "".join(f"{c:>11}" for c in columns) + (f"{'excess':>9}" if vs else "")]
-    for label, check, key, excess in _robustness_rows(rob["headline"].get("relearn_k")):
-        values = [(rob[c].get(check) or {}).get(key) for c in columns]
-        if all(v is None for v in values):
+    for figure in check_figures(rob["headline"].get("relearn_k")):
+        values = [figure.value(rob[c]) for c in columns]
+        if figure.label is None or all(v is None for v in values):
             continue
-        row = f"{label:<22}" + "".join(f"{_fmt(v):>11}" for v in values)
+        row = f"{figure.label:<22}" + "".join(f"{_fmt(v):>11}" for v in values)
         if vs:
-            row += f"{_fmt((vs.get(check) or {}).get(excess)) if excess else '':>9}"
+            row += f"{_fmt(figure.excess_value(vs)) if figure.excess else '':>9}"
         lines.append(row)
     head = rob["headline"]
-    extras = [
-        f"{name} {_g(head.get(key))}" for name, key in (("CKA to Retrain", "cka_vs_retrain"), ("privleak", "privleak")) if key in head
-    ]
-    cka_original = (vs.get("probe") or {}).get("cka_vs_original")
-    if cka_original is not None:
-        extras.append(f"CKA to original {_g(cka_original)}")
+    # The headline's comparisons even when Retrain was not evaluated (n/a), then any other one measured.
+    extras = [f"{c.label} {_g(head.get(c.key))}" for c in COMPARISONS if c.key in head]
+    extras += [f"{c.label} {_g(value)}" for c in COMPARISONS if c.key not in head and (value := c.value(vs)) is not None]
     if extras:
         lines.append(" | ".join(extras) + f" (forgotten images: {rob['sets'].get('forget', '')})")
     return lines

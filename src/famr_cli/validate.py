@@ -17,8 +17,8 @@ from pathlib import Path
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from famr_cli.augment import PADDING_MODES
 from famr_cli.backbone import build_skeleton
-from famr_cli.batches import PADDING_MODES
 from famr_cli.checks import flag, number, whole
 from famr_cli.config_schema import check_known_keys
 from famr_cli.dataset import describe_dataset
@@ -33,9 +33,9 @@ from famr_cli.train.optim import OPTIMIZERS, SCHEDULES
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
 
-def validate_run_settings(cfg: DictConfig) -> nn.Module | None:
+def validate_run_settings(cfg: DictConfig) -> nn.Module:
     """Raise :class:`FamrError` for the first bad value in ``cfg``; when every value is usable, return the
-    untrained backbone skeleton built for the dataset's images (None for a dataset without a describer)."""
+    untrained backbone skeleton built for the dataset's images."""
     check_known_keys(cfg)
     _check_root_keys(cfg)
     _check_logger(cfg.logger)
@@ -43,8 +43,6 @@ def validate_run_settings(cfg: DictConfig) -> nn.Module | None:
     EvalSettings.from_config(cfg, None)
     method = build_method(cfg.method)  # the method's own option checks
     shape = describe_dataset(cfg.dataset)
-    if shape is None:  # a dataset without a describer: its loader checks its section when it runs
-        return None
     check_forget_config(cfg.forget, shape)
     skeleton = build_skeleton(cfg.backbone, shape.num_classes, shape.in_chans, shape.img_size)
     method.check_model(skeleton)

@@ -1,22 +1,39 @@
-"""Backbones: timm architectures built from a config, sized to the dataset's images and classes."""
+"""Backbones: timm architectures built from a config, sized to the dataset's images and classes.
+
+A ``conf/backbone/<name>.yaml`` names its builder (``builder: resnet``) and the builder's keys.
+Another timm model of a known family needs only that YAML file. A new family needs a builder too:
+``famr_cli/backbone/<builder>.py`` with one subclass of :class:`Backbone` decorated by
+``@BACKBONES.register("<builder>")``. Every module in this package is imported at start-up
+(:func:`famr_cli.registry.import_submodules`), so nothing else needs editing. The built model must
+offer timm's ``get_classifier()`` (:func:`classifier_parameter_names`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from famr_cli.errors import FamrError
-from famr_cli.registry import Registry
+from famr_cli.registry import Registry, import_submodules
 
-# builder(cfg, num_classes, in_chans, img_size) -> nn.Module
-BackboneBuilder = Callable[[DictConfig, int, int, int], nn.Module]
-BACKBONES: Registry[BackboneBuilder] = Registry("backbone builder", "backbone.builder")
+
+class Backbone(ABC):
+    """One builder, made with no arguments; the ``backbone`` section is passed to :meth:`build`."""
+
+    @abstractmethod
+    def build(self, cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+        """A model for ``img_size`` px ``in_chans``-channel images and ``num_classes`` outputs; raises
+        :class:`FamrError` for a section that cannot give one. Downloads weights only when
+        ``cfg.pretrained`` is true."""
+
+
+BACKBONES: Registry[type[Backbone]] = Registry("backbone builder", "backbone.builder", base=Backbone)
 
 
 def build_backbone(cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    return BACKBONES.get(cfg.builder)(cfg, num_classes, in_chans, img_size)
+    return BACKBONES.get(cfg.builder)().build(cfg, num_classes, in_chans, img_size)
 
 
 def build_skeleton(cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
@@ -41,4 +58,4 @@ def classifier_parameter_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if id(p) in head_ids}
 
 
-from famr_cli.backbone import timm_models  # noqa: E402,F401
+import_submodules(__name__, __path__)

@@ -6,7 +6,7 @@ import timm
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
-from famr_cli.backbone import BACKBONES
+from famr_cli.backbone import BACKBONES, Backbone
 from famr_cli.errors import FamrError
 
 # Images up to this size get the small-image variants (CIFAR stem, ViT patch 4).
@@ -32,33 +32,38 @@ def _create(cfg: DictConfig, num_classes: int, in_chans: int, **overrides) -> nn
 
 
 @BACKBONES.register("resnet")
-def build_resnet(cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    stem = cfg.get("stem", "auto")
-    if stem == "auto":
-        stem = "cifar" if img_size <= SMALL_IMAGE_MAX else "imagenet"
-    if stem not in ("cifar", "imagenet"):
-        raise FamrError(f"backbone.stem must be auto, cifar or imagenet (got '{stem}').")
-    model = _create(cfg, num_classes, in_chans)
-    if stem == "cifar":
-        # Small images lose everything to a 7x7 stride-2 conv plus max-pool; the CIFAR stem keeps
-        # full resolution into the first stage.
-        stem_width = model.conv1.out_channels
-        model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
-        model.maxpool = nn.Identity()
-    return model
+class ResNet(Backbone):
+    def build(self, cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+        stem = cfg.get("stem", "auto")
+        if stem == "auto":
+            stem = "cifar" if img_size <= SMALL_IMAGE_MAX else "imagenet"
+        if stem not in ("cifar", "imagenet"):
+            raise FamrError(f"backbone.stem must be auto, cifar or imagenet (got '{stem}').")
+        model = _create(cfg, num_classes, in_chans)
+        if stem == "cifar":
+            # Small images lose everything to a 7x7 stride-2 conv plus max-pool; the CIFAR stem keeps
+            # full resolution into the first stage.
+            stem_width = model.conv1.out_channels
+            model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
+            model.maxpool = nn.Identity()
+        return model
 
 
 @BACKBONES.register("vit")
-def build_vit(cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    patch = cfg.get("patch_size", "auto")
-    if patch == "auto":
-        patch = 4 if img_size <= SMALL_IMAGE_MAX else 16
-    patch = int(patch)
-    if patch < 1 or img_size % patch:
-        raise FamrError(f"backbone.patch_size={patch} does not divide the {img_size}px images; pick a divisor of {img_size}.")
-    return _create(cfg, num_classes, in_chans, img_size=img_size, patch_size=patch)
+class ViT(Backbone):
+    def build(self, cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+        patch = cfg.get("patch_size", "auto")
+        if patch == "auto":
+            patch = 4 if img_size <= SMALL_IMAGE_MAX else 16
+        patch = int(patch)
+        if patch < 1 or img_size % patch:
+            raise FamrError(f"backbone.patch_size={patch} does not divide the {img_size}px images; pick a divisor of {img_size}.")
+        return _create(cfg, num_classes, in_chans, img_size=img_size, patch_size=patch)
 
 
 @BACKBONES.register("timm")
-def build_any_timm(cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    return _create(cfg, num_classes, in_chans)
+class AnyTimm(Backbone):
+    """Any timm model as timm builds it, for families without a builder of their own."""
+
+    def build(self, cfg: DictConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+        return _create(cfg, num_classes, in_chans)

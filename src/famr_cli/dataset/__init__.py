@@ -1,8 +1,24 @@
-"""Datasets: each one turns its config into an in-memory :class:`ImageData` of uint8 tensors."""
+"""Datasets: each one turns its config into an :class:`ImageData` of uint8 tensors.
+
+Adding a dataset: write ``famr_cli/dataset/<name>.py`` with one subclass of :class:`Dataset`
+decorated by ``@DATASETS.register("<name>")``, and ``conf/dataset/<name>.yaml`` with
+``name: <name>`` and the section's keys. The class implements both methods:
+
+- ``describe(cfg)`` checks the section's values and paths and returns its :class:`DatasetShape`
+  (classes, channels, image size) without decoding anything, so that a bad config, forget spec or
+  backbone fails in seconds, before any work;
+- ``load(cfg, cache_root)`` returns the decoded :class:`ImageData`; ``cache_root`` is where it may
+  keep decoded tensors (see ``famr_cli.dataset.decoded``).
+
+Every module in this package is imported at start-up (:func:`famr_cli.registry.import_submodules`),
+so nothing else needs editing; modules that register nothing (``decoded``, ``image_folder``, ...)
+hold shared helpers. Row selection (``dataset.train_per_class``, ``dataset.val_per_class``) applies
+to every dataset in :func:`load_dataset`, so a dataset never handles it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from famr_cli.registry import Registry
+from famr_cli.registry import Registry, import_submodules
 
 
 @dataclass
@@ -65,26 +81,33 @@ class DatasetShape:
         return len(self.class_names)
 
 
-# loader(dataset config, cache root) -> ImageData; the cache root holds decoded tensors.
-DatasetLoader = Callable[[DictConfig, Path], ImageData]
-DATASETS: Registry[DatasetLoader] = Registry("dataset", "dataset=<name>")
-# describer(dataset config) -> DatasetShape: checks the section (settings, paths) without decoding anything.
-DatasetDescriber = Callable[[DictConfig], DatasetShape]
-DESCRIBERS: dict[str, DatasetDescriber] = {}
+class Dataset(ABC):
+    """One dataset, built with no arguments; its config section is passed to each call."""
+
+    @abstractmethod
+    def describe(self, cfg: DictConfig) -> DatasetShape:
+        """The classes, channels and image size ``cfg`` gives, after checking its values and paths;
+        raises :class:`FamrError` for bad ones. Decodes nothing."""
+
+    @abstractmethod
+    def load(self, cfg: DictConfig, cache_root: Path) -> ImageData:
+        """Every training and test image of ``cfg``; ``cache_root`` holds decoded tensors."""
+
+
+DATASETS: Registry[type[Dataset]] = Registry("dataset", "dataset=<name>", base=Dataset)
 
 
 def load_dataset(cfg: DictConfig, cache_root: Path) -> ImageData:
     selection = RowSelection.from_config(cfg)
-    return select_rows(DATASETS.get(cfg.name)(cfg, Path(cache_root)), selection)
+    return select_rows(DATASETS.get(cfg.name)().load(cfg, Path(cache_root)), selection)
 
 
-def describe_dataset(cfg: DictConfig) -> DatasetShape | None:
+def describe_dataset(cfg: DictConfig) -> DatasetShape:
     """The dataset's classes, channels and image size from its config, after checking the section's values
-    and paths; raises :class:`FamrError` for bad ones. None for a dataset that registered no describer."""
-    DATASETS.get(cfg.name)  # an unknown name fails here, naming the choices
+    and paths; raises :class:`FamrError` for bad ones."""
+    dataset = DATASETS.get(cfg.name)()  # an unknown name fails here, naming the choices
     RowSelection.from_config(cfg)
-    describe = DESCRIBERS.get(cfg.name)
-    return None if describe is None else describe(cfg)
+    return dataset.describe(cfg)
 
 
 def channel_stats(x_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -99,6 +122,6 @@ def channel_stats(x_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(mean), std
 
 
-# Importing the modules registers them.
-from famr_cli.dataset import cifar10, digits, imagenet100  # noqa: E402,F401
 from famr_cli.dataset.subsets import RowSelection, select_rows  # noqa: E402
+
+import_submodules(__name__, __path__)

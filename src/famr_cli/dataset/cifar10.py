@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from famr_cli.checks import whole
-from famr_cli.dataset import DATASETS, DESCRIBERS, DatasetShape, ImageData, channel_stats
+from famr_cli.dataset import DATASETS, Dataset, DatasetShape, ImageData, channel_stats
 from famr_cli.dataset.decoded import load_or_decode
 from famr_cli.dataset.image_folder import check_classes, decode_split, extract_archive, find_layout_root, is_archive, source_signature
 from famr_cli.errors import FamrError
@@ -79,40 +79,37 @@ def _checked_root(cfg: DictConfig) -> Path | None:
     return root
 
 
-def describe_cifar10(cfg: DictConfig) -> DatasetShape:
-    size = whole(cfg.img_size, "dataset.img_size", 32, minimum=1)
-    _checked_root(cfg)
-    return DatasetShape(list(CLASSES), in_chans=3, img_size=size)
-
-
-DESCRIBERS["cifar10"] = describe_cifar10
-
-
 @DATASETS.register("cifar10")
-def load_cifar10(cfg: DictConfig, cache_root: Path) -> ImageData:
-    size = describe_cifar10(cfg).img_size
-    if cfg.root is None:
-        download_dir = Path(cfg.download_dir or cache_root / "downloads").expanduser()
-        if (download_dir / TORCHVISION_DIR).is_dir():
-            return _torchvision_cached(download_dir, cache_root, size, download=False)
-        try:
-            return _torchvision_cached(download_dir, cache_root, size, download=True)
-        except FamrError:
-            raise
-        except Exception as err:  # no network, DNS failure, HTTP error, partial download
-            raise FamrError(
-                f"CIFAR-10 is not available ({type(err).__name__} while downloading into {download_dir}); {HOW_TO_PROVIDE}."
-            ) from None
+class Cifar10(Dataset):
+    def describe(self, cfg: DictConfig) -> DatasetShape:
+        size = whole(cfg.img_size, "dataset.img_size", 32, minimum=1)
+        _checked_root(cfg)
+        return DatasetShape(list(CLASSES), in_chans=3, img_size=size)
 
-    root = _checked_root(cfg)
-    if is_archive(root):
-        return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, cache_root, size))
-    if (root / TORCHVISION_DIR).is_dir() or root.name == TORCHVISION_DIR:
-        return _torchvision_cached(root if root.name != TORCHVISION_DIR else root.parent, cache_root, size, download=False)
-    if (root / "train").is_dir() or any((c / "train").is_dir() for c in root.iterdir() if c.is_dir()):
-        layout = find_layout_root(root, root)
-        return load_or_decode(cache_root, "cifar10", _key(layout, size, "folder"), lambda: _from_folder(layout, size))
-    raise FamrError(f"dataset.root={cfg.root} is neither a CIFAR-10 image folder nor torchvision's batches; {HOW_TO_PROVIDE}.")
+    def load(self, cfg: DictConfig, cache_root: Path) -> ImageData:
+        size = self.describe(cfg).img_size
+        if cfg.root is None:
+            download_dir = Path(cfg.download_dir or cache_root / "downloads").expanduser()
+            if (download_dir / TORCHVISION_DIR).is_dir():
+                return _torchvision_cached(download_dir, cache_root, size, download=False)
+            try:
+                return _torchvision_cached(download_dir, cache_root, size, download=True)
+            except FamrError:
+                raise
+            except Exception as err:  # no network, DNS failure, HTTP error, partial download
+                raise FamrError(
+                    f"CIFAR-10 is not available ({type(err).__name__} while downloading into {download_dir}); {HOW_TO_PROVIDE}."
+                ) from None
+
+        root = _checked_root(cfg)
+        if is_archive(root):
+            return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, cache_root, size))
+        if (root / TORCHVISION_DIR).is_dir() or root.name == TORCHVISION_DIR:
+            return _torchvision_cached(root if root.name != TORCHVISION_DIR else root.parent, cache_root, size, download=False)
+        if (root / "train").is_dir() or any((c / "train").is_dir() for c in root.iterdir() if c.is_dir()):
+            layout = find_layout_root(root, root)
+            return load_or_decode(cache_root, "cifar10", _key(layout, size, "folder"), lambda: _from_folder(layout, size))
+        raise FamrError(f"dataset.root={cfg.root} is neither a CIFAR-10 image folder nor torchvision's batches; {HOW_TO_PROVIDE}.")
 
 
 def _key(source: Path, size: int, kind: str) -> dict:

@@ -1,17 +1,17 @@
 """ImageNet-100 from a local ImageNet root, decoded once to memory-mapped uint8 arrays and streamed.
 
-The root is laid out ``ROOT/{train,val}/<wnid>/*.JPEG`` (.jpg/.png too); class ids are positions in
-``dataset.classes``. Each split is decoded once (short side resized to ``store_size``, centre crop)
-straight into a raw ``.npy`` file under ``<cache_root>/data/imagenet100/<key>/``; every run,
-including the one that decoded it, opens those files with ``np.load(mmap_mode="r")``, so nothing
-is read into RAM up front and batches are streamed (``famr_cli.batches.StreamedBatches``).
+The root is laid out ``ROOT/{train,val}/<wnid>/*.JPEG`` (.jpg/.png too; ``imagenet_layout`` checks
+the folders and picks the images); class ids are positions in ``dataset.classes``. Each split is
+decoded once (short side resized to ``store_size``, centre crop) straight into a raw ``.npy`` file
+under ``<cache_root>/data/imagenet100/<key>/``; every run, including the one that decoded it, opens
+those files with ``np.load(mmap_mode="r")``, so nothing is read into RAM up front and batches are
+streamed (``famr_cli.batches.StreamedBatches``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -29,19 +29,17 @@ from PIL import Image
 
 from famr_cli.cache import cache_key, cache_lock
 from famr_cli.checks import number, whole
-from famr_cli.dataset import DATASETS, DESCRIBERS, DatasetShape, ImageData
-from famr_cli.dataset.image_folder import list_images, source_signature
+from famr_cli.dataset import DATASETS, Dataset, DatasetShape, ImageData
+from famr_cli.dataset.imagenet_layout import check_root, select_files, signature
 from famr_cli.errors import FamrError
 
 log = logging.getLogger(__name__)
 
 NAME = "imagenet100"
-SPLITS = {"train": "train", "test": "val"}  # ImageData split -> folder under the root
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 META = "meta.json"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-HOW_TO_PROVIDE = "set dataset.root=DIR (or FAMR_IMAGENET_ROOT=DIR) where DIR holds train/ and val/ with one folder per WordNet id"
 FILES_PER_TASK = 128  # images one decode task handles; keeps the number of futures small
 
 
@@ -73,65 +71,6 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
     if num_workers < 0:
         raise FamrError(f"dataset.num_workers must be >= 0 (got {cfg.num_workers}); 0 reads batches in the main process.")
     return {"classes": classes, "img_size": img_size, "store_size": store_size, "fraction": fraction, "num_workers": num_workers}
-
-
-def _check_root(root_value: Any, classes: list[str]) -> Path:
-    if root_value is None or str(root_value).strip() == "":
-        raise FamrError(f"ImageNet-100 needs a local ImageNet copy: {HOW_TO_PROVIDE}.")
-    root = Path(str(root_value)).expanduser().resolve()
-    if not root.is_dir():
-        raise FamrError(f"dataset.root={root_value} does not exist or is not a folder; {HOW_TO_PROVIDE}.")
-    for folder in SPLITS.values():
-        if not (root / folder).is_dir():
-            raise FamrError(f"dataset.root={root_value} has no {folder}/ folder; {HOW_TO_PROVIDE}.")
-    for folder in SPLITS.values():
-        split_dir = root / folder
-        present = {p.name for p in split_dir.iterdir() if p.is_dir()}
-        missing = [c for c in classes if c not in present]
-        if missing:
-            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-            raise FamrError(
-                f"{split_dir} lacks {len(missing)} of the {len(classes)} class folders in dataset.classes ({shown}); "
-                "copy those WordNet id folders into it or remove them from dataset.classes."
-            )
-    return root
-
-
-def _select_files(root: Path, classes: list[str], fraction: float) -> dict[str, tuple[list[Path], list[int]]]:
-    """Per split: the first ceil(fraction * n) images of each class in sorted order, and their labels."""
-    selected: dict[str, tuple[list[Path], list[int]]] = {}
-    for split, folder in SPLITS.items():
-        files: list[Path] = []
-        labels: list[int] = []
-        empty = []
-        for label, wnid in enumerate(classes):
-            found = list_images(root / folder / wnid)
-            if not found:
-                empty.append(wnid)
-            found = found[: math.ceil(fraction * len(found))]
-            files += found
-            labels += [label] * len(found)
-        if empty:
-            shown = ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else "")
-            raise FamrError(
-                f"{root / folder} has {len(empty)} class folders without .JPEG/.jpg/.png images ({shown}); "
-                "put images in them or remove those WordNet ids from dataset.classes."
-            )
-        selected[split] = (files, labels)
-    return selected
-
-
-def _signature(root: Path, classes: list[str]) -> dict[str, dict[str, int]]:
-    """File count, bytes and newest mtime of each split's selected class folders (other classes do not matter)."""
-    out = {}
-    for folder in SPLITS.values():
-        parts = [source_signature(root / folder / wnid) for wnid in classes]
-        out[folder] = {
-            "files": sum(p["files"] for p in parts),
-            "bytes": sum(p["bytes"] for p in parts),
-            "mtime_ns": max(p["mtime_ns"] for p in parts),
-        }
-    return out
 
 
 def decode_square(path: Path, size: int) -> np.ndarray:
@@ -214,7 +153,7 @@ def _write_entry(entry: Path, root: Path, settings: dict[str, Any], key_inputs: 
     """Decode both splits into a staging folder, then rename it into place; returns the decode seconds."""
     start = time.perf_counter()
     size = settings["store_size"]
-    selected = _select_files(root, settings["classes"], settings["fraction"])
+    selected = select_files(root, settings["classes"], settings["fraction"])
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
@@ -259,63 +198,60 @@ def _mapped_tensor(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def describe_imagenet100(cfg: DictConfig) -> DatasetShape:
-    settings = _settings(cfg)
-    _check_root(cfg.root, settings["classes"])
-    return DatasetShape(list(settings["classes"]), in_chans=3, img_size=settings["img_size"])
-
-
-DESCRIBERS[NAME] = describe_imagenet100
-
-
 @DATASETS.register(NAME)
-def load_imagenet100(cfg: DictConfig, cache_root: Path) -> ImageData:
-    settings = _settings(cfg)
-    classes = settings["classes"]
-    root = _check_root(cfg.root, classes)
-    key_inputs = {
-        "dataset": NAME,
-        "source": str(root),
-        "signature": _signature(root, classes),
-        "store_size": settings["store_size"],
-        "fraction": settings["fraction"],
-        "classes": classes,
-    }
-    key = cache_key(key_inputs)
-    entry = _entry_dir(Path(cache_root), key)
-    start = time.perf_counter()
-    opened = _open_entry(entry)
-    hit = opened is not None
-    if opened is None:
-        with cache_lock(entry, "decoded ImageNet-100"):
-            opened = _open_entry(entry)  # decoded by the job we waited for
-            if opened is None:
-                _write_entry(entry, root, settings, key_inputs)
-                opened = _open_entry(entry)
-        if opened is None:
-            raise FamrError(f"The decoded ImageNet-100 cache at {entry} could not be read back; check free disk space under cache_dir.")
-    seconds = time.perf_counter() - start
-    arrays, meta = opened
-    if hit:
-        log.info("Decoded ImageNet-100 memory-mapped from cache %s (decoded earlier in %.0f s).", entry, meta.get("decode_s", 0.0))
-    else:
-        log.info("Decoded ImageNet-100 in %.1f s; cached at %s.", seconds, entry)
-    return ImageData(
-        x_train=_mapped_tensor(arrays["x_train"]),
-        y_train=torch.from_numpy(arrays["y_train"]),
-        x_test=_mapped_tensor(arrays["x_test"]),
-        y_test=torch.from_numpy(arrays["y_test"]),
-        class_names=list(classes),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        provenance={
+class ImageNet100(Dataset):
+    def describe(self, cfg: DictConfig) -> DatasetShape:
+        settings = _settings(cfg)
+        check_root(cfg.root, settings["classes"])
+        return DatasetShape(list(settings["classes"]), in_chans=3, img_size=settings["img_size"])
+
+    def load(self, cfg: DictConfig, cache_root: Path) -> ImageData:
+        settings = _settings(cfg)
+        classes = settings["classes"]
+        root = check_root(cfg.root, classes)
+        key_inputs = {
+            "dataset": NAME,
             "source": str(root),
-            "format": "folder",
+            "signature": signature(root, classes),
             "store_size": settings["store_size"],
             "fraction": settings["fraction"],
-            "decode_cache": {"key": key, "hit": hit, "seconds": seconds, "path": str(entry)},
-        },
-        streamed=True,
-        crop_size=settings["img_size"],
-        num_workers=settings["num_workers"],
-    )
+            "classes": classes,
+        }
+        key = cache_key(key_inputs)
+        entry = _entry_dir(Path(cache_root), key)
+        start = time.perf_counter()
+        opened = _open_entry(entry)
+        hit = opened is not None
+        if opened is None:
+            with cache_lock(entry, "decoded ImageNet-100"):
+                opened = _open_entry(entry)  # decoded by the job we waited for
+                if opened is None:
+                    _write_entry(entry, root, settings, key_inputs)
+                    opened = _open_entry(entry)
+            if opened is None:
+                raise FamrError(f"The decoded ImageNet-100 cache at {entry} could not be read back; check free disk space under cache_dir.")
+        seconds = time.perf_counter() - start
+        arrays, meta = opened
+        if hit:
+            log.info("Decoded ImageNet-100 memory-mapped from cache %s (decoded earlier in %.0f s).", entry, meta.get("decode_s", 0.0))
+        else:
+            log.info("Decoded ImageNet-100 in %.1f s; cached at %s.", seconds, entry)
+        return ImageData(
+            x_train=_mapped_tensor(arrays["x_train"]),
+            y_train=torch.from_numpy(arrays["y_train"]),
+            x_test=_mapped_tensor(arrays["x_test"]),
+            y_test=torch.from_numpy(arrays["y_test"]),
+            class_names=list(classes),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            provenance={
+                "source": str(root),
+                "format": "folder",
+                "store_size": settings["store_size"],
+                "fraction": settings["fraction"],
+                "decode_cache": {"key": key, "hit": hit, "seconds": seconds, "path": str(entry)},
+            },
+            streamed=True,
+            crop_size=settings["img_size"],
+            num_workers=settings["num_workers"],
+        )

@@ -7,7 +7,7 @@ from omegaconf import DictConfig, ListConfig
 
 from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import FORGET_CHECKS, FORGET_SPECS, ForgetSplit
+from famr_cli.forget import FORGET_SPECS, ForgetSpec, ForgetSplit
 
 
 def resolve_classes(requested, class_names: list[str]) -> list[int]:
@@ -35,27 +35,24 @@ def resolve_classes(requested, class_names: list[str]) -> list[int]:
     return sorted(ids)
 
 
-def check_class_config(cfg: DictConfig, shape: DatasetShape) -> None:
-    resolve_classes(cfg.get("classes"), shape.class_names)
-
-
-FORGET_CHECKS["class"] = check_class_config
-
-
 @FORGET_SPECS.register("class")
-def class_split(cfg: DictConfig, data: ImageData) -> ForgetSplit:
-    classes = resolve_classes(cfg.classes, data.class_names)
-    chosen = torch.tensor(classes)
-    in_train = torch.isin(data.y_train, chosen)
-    in_test = torch.isin(data.y_test, chosen)
-    if not bool(in_train.any()):
-        raise FamrError(f"No training sample belongs to forget.classes={classes}; the forget set would be empty.")
-    names = ", ".join(data.class_names[c] for c in classes)
-    return ForgetSplit(
-        forget_train=in_train.nonzero().squeeze(1),
-        retain_train=(~in_train).nonzero().squeeze(1),
-        forget_test=in_test.nonzero().squeeze(1),
-        retain_test=(~in_test).nonzero().squeeze(1),
-        description=f"class {names}",
-        forgotten_classes=classes,
-    )
+class ClassForget(ForgetSpec):
+    def check(self, cfg: DictConfig, shape: DatasetShape) -> None:
+        resolve_classes(cfg.get("classes"), shape.class_names)
+
+    def split(self, cfg: DictConfig, data: ImageData) -> ForgetSplit:
+        classes = resolve_classes(cfg.classes, data.class_names)
+        chosen = torch.tensor(classes)
+        in_train = torch.isin(data.y_train, chosen)
+        in_test = torch.isin(data.y_test, chosen)
+        if not bool(in_train.any()):
+            raise FamrError(f"No training sample belongs to forget.classes={classes}; the forget set would be empty.")
+        names = ", ".join(data.class_names[c] for c in classes)
+        return ForgetSplit(
+            forget_train=in_train.nonzero().squeeze(1),
+            retain_train=(~in_train).nonzero().squeeze(1),
+            forget_test=in_test.nonzero().squeeze(1),
+            retain_test=(~in_test).nonzero().squeeze(1),
+            description=f"class {names}",
+            forgotten_classes=classes,
+        )

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import FORGET_CHECKS, FORGET_SPECS, ForgetSplit
+from famr_cli.forget import FORGET_SPECS, ForgetSpec, ForgetSplit
 
 log = logging.getLogger("famr")
 
@@ -156,45 +156,42 @@ def _percent(fraction: float) -> str:
     return f"{float(fraction) * 100:g}%"
 
 
-def check_sample_config(cfg: DictConfig, shape: DatasetShape) -> None:
-    """The checks :func:`sample_split` makes that need no data: the chosen way of picking D_f, and the seed."""
-    if cfg.get("indices_file") is not None:
-        indices_path(cfg.indices_file)
-        return
-    check_seed(cfg.get("seed"))
-    if cfg.get("per_class") is not None:
-        check_per_class(cfg.per_class)
-    else:
-        check_fraction(cfg.get("fraction"))
-
-
-FORGET_CHECKS["sample"] = check_sample_config
-
-
 @FORGET_SPECS.register("sample")
-def sample_split(cfg: DictConfig, data: ImageData) -> ForgetSplit:
-    num_train = len(data.y_train)
-    indices_file = cfg.get("indices_file")
-    per_class = cfg.get("per_class")
-    if indices_file is not None:
-        if per_class is not None:
-            log.warning("forget.indices_file is set, so forget.per_class=%s is ignored.", per_class)
-        chosen = read_indices_file(indices_file, num_train)
-        description = f"{len(chosen):,} samples from {Path(str(indices_file)).name}"
-    elif per_class is not None:
-        chosen = draw_per_class(per_class, data.y_train, data.num_classes, cfg.seed)
-        description = f"{per_class} samples per class × {data.num_classes} classes (seed {cfg.seed})"
-    else:
-        chosen = draw_fraction(cfg.fraction, num_train, cfg.seed)
-        description = f"{num_train:,} × {_percent(cfg.fraction)} = {len(chosen):,} samples (seed {cfg.seed})"
+class SampleForget(ForgetSpec):
+    def check(self, cfg: DictConfig, shape: DatasetShape) -> None:
+        """The checks :meth:`split` makes that need no data: the chosen way of picking D_f, and the seed."""
+        if cfg.get("indices_file") is not None:
+            indices_path(cfg.indices_file)
+            return
+        check_seed(cfg.get("seed"))
+        if cfg.get("per_class") is not None:
+            check_per_class(cfg.per_class)
+        else:
+            check_fraction(cfg.get("fraction"))
 
-    in_forget = torch.zeros(num_train, dtype=torch.bool)
-    in_forget[chosen] = True
-    return ForgetSplit(
-        forget_train=in_forget.nonzero().squeeze(1),  # sorted
-        retain_train=(~in_forget).nonzero().squeeze(1),
-        forget_test=torch.empty(0, dtype=torch.long),
-        retain_test=torch.arange(len(data.y_test)),
-        description=description,
-        forgotten_classes=[],
-    )
+    def split(self, cfg: DictConfig, data: ImageData) -> ForgetSplit:
+        num_train = len(data.y_train)
+        indices_file = cfg.get("indices_file")
+        per_class = cfg.get("per_class")
+        if indices_file is not None:
+            if per_class is not None:
+                log.warning("forget.indices_file is set, so forget.per_class=%s is ignored.", per_class)
+            chosen = read_indices_file(indices_file, num_train)
+            description = f"{len(chosen):,} samples from {Path(str(indices_file)).name}"
+        elif per_class is not None:
+            chosen = draw_per_class(per_class, data.y_train, data.num_classes, cfg.seed)
+            description = f"{per_class} samples per class × {data.num_classes} classes (seed {cfg.seed})"
+        else:
+            chosen = draw_fraction(cfg.fraction, num_train, cfg.seed)
+            description = f"{num_train:,} × {_percent(cfg.fraction)} = {len(chosen):,} samples (seed {cfg.seed})"
+
+        in_forget = torch.zeros(num_train, dtype=torch.bool)
+        in_forget[chosen] = True
+        return ForgetSplit(
+            forget_train=in_forget.nonzero().squeeze(1),  # sorted
+            retain_train=(~in_forget).nonzero().squeeze(1),
+            forget_test=torch.empty(0, dtype=torch.long),
+            retain_test=torch.arange(len(data.y_test)),
+            description=description,
+            forgotten_classes=[],
+        )

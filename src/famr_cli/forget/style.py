@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from famr_cli.dataset import DatasetShape, ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import FORGET_CHECKS, FORGET_SPECS, TRAINING_DATA_SPECS, ForgetSplit
+from famr_cli.forget import FORGET_SPECS, ForgetSpec, ForgetSplit
 from famr_cli.forget.by_sample import _percent, check_fraction, check_seed, draw_fraction
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -103,49 +103,44 @@ def resolve_relabel(value, class_names: list[str]) -> int | None:
     raise FamrError(f"Unknown class {value!r} in forget.relabel_to; use null, an id, or one of: {', '.join(class_names)}.")
 
 
-def check_style_config(cfg: DictConfig, shape: DatasetShape) -> None:
-    """The checks :func:`style_split` makes that need no data."""
-    get_style(cfg.get("style"), shape.in_chans)
-    resolve_relabel(cfg.get("relabel_to"), shape.class_names)
-    check_fraction(cfg.get("fraction"))
-    check_seed(cfg.get("seed"))
-
-
-FORGET_CHECKS["style"] = check_style_config
-
-
 @FORGET_SPECS.register("style")
-def style_split(cfg: DictConfig, data: ImageData) -> ForgetSplit:
-    style = get_style(cfg.get("style"), data.in_chans)
-    relabel_to = resolve_relabel(cfg.get("relabel_to"), data.class_names)
-    num_train = len(data.y_train)
-    chosen = draw_fraction(cfg.get("fraction"), num_train, cfg.get("seed"))
+class StyleForget(ForgetSpec):
+    modifies_training_data = True
 
-    in_forget = torch.zeros(num_train, dtype=torch.bool)
-    in_forget[chosen] = True
-    forget_train = in_forget.nonzero().squeeze(1)  # sorted
-    x_train = data.x_train.clone()  # a plain in-memory copy, also of memory-mapped data
-    x_train[forget_train] = style(x_train[forget_train])
-    y_train = data.y_train.clone()
-    if relabel_to is not None:
-        y_train[forget_train] = relabel_to
+    def check(self, cfg: DictConfig, shape: DatasetShape) -> None:
+        """The checks :meth:`split` makes that need no data."""
+        get_style(cfg.get("style"), shape.in_chans)
+        resolve_relabel(cfg.get("relabel_to"), shape.class_names)
+        check_fraction(cfg.get("fraction"))
+        check_seed(cfg.get("seed"))
 
-    description = f"{cfg.style} on {num_train:,} × {_percent(cfg.fraction)} = {len(forget_train):,} training images (seed {cfg.seed})"
-    if relabel_to is not None:
-        description += f", relabelled to {data.class_names[relabel_to]}"
-    return ForgetSplit(
-        forget_train=forget_train,
-        retain_train=(~in_forget).nonzero().squeeze(1),
-        forget_test=torch.empty(0, dtype=torch.long),
-        retain_test=torch.arange(len(data.y_test)),
-        description=description,
-        forgotten_classes=[],
-        modifies_training_data=True,
-        x_train=x_train,
-        y_train=y_train,
-        style=style,
-        relabel_to=relabel_to,
-    )
+    def split(self, cfg: DictConfig, data: ImageData) -> ForgetSplit:
+        style = get_style(cfg.get("style"), data.in_chans)
+        relabel_to = resolve_relabel(cfg.get("relabel_to"), data.class_names)
+        num_train = len(data.y_train)
+        chosen = draw_fraction(cfg.get("fraction"), num_train, cfg.get("seed"))
 
+        in_forget = torch.zeros(num_train, dtype=torch.bool)
+        in_forget[chosen] = True
+        forget_train = in_forget.nonzero().squeeze(1)  # sorted
+        x_train = data.x_train.clone()  # a plain in-memory copy, also of memory-mapped data
+        x_train[forget_train] = style(x_train[forget_train])
+        y_train = data.y_train.clone()
+        if relabel_to is not None:
+            y_train[forget_train] = relabel_to
 
-TRAINING_DATA_SPECS.add("style")
+        description = f"{cfg.style} on {num_train:,} × {_percent(cfg.fraction)} = {len(forget_train):,} training images (seed {cfg.seed})"
+        if relabel_to is not None:
+            description += f", relabelled to {data.class_names[relabel_to]}"
+        return ForgetSplit(
+            forget_train=forget_train,
+            retain_train=(~in_forget).nonzero().squeeze(1),
+            forget_test=torch.empty(0, dtype=torch.long),
+            retain_test=torch.arange(len(data.y_test)),
+            description=description,
+            forgotten_classes=[],
+            x_train=x_train,
+            y_train=y_train,
+            style=style,
+            relabel_to=relabel_to,
+        )

@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 STEP_METRICS = {"train/*": "train/epoch", "unlearn/*": "unlearn/epoch"}
 
 
+@LOGGERS.register("wandb")
 class WandbLogger(ExperimentLogger):
     def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.run = None
 
     def _guard(self, what: str, fn, *args, **kwargs):
@@ -83,6 +84,3 @@ class WandbLogger(ExperimentLogger):
             return
         self._guard("finish", self.run.finish, exit_code=exit_code)
         self.run = None
-
-
-LOGGERS.register("wandb")(WandbLogger)

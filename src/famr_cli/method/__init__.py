@@ -1,18 +1,18 @@
 """Unlearning methods: one module and one ``conf/method/<name>.yaml`` each, registered here.
 
-Adding a method: write ``famr_cli/method/<name>.py`` with a class decorated by
-``@METHODS.register("<name>")`` and ``conf/method/<name>.yaml`` with ``name: <name>``. Every module
-in this package is imported at start-up, so nothing else needs editing.
+Adding a method: write ``famr_cli/method/<name>.py`` with a frozen dataclass of its options (a
+:class:`MethodSettings`, one field per key) and a class ``UnlearningMethod[<its settings>]`` decorated
+by ``@METHODS.register("<name>")``, and ``conf/method/<name>.yaml`` with ``name: <name>`` and every
+option's default. Every module in this package is imported at start-up, so nothing else needs
+editing; what several methods share lives in :mod:`famr_cli.method.shared`, never in a method module.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import torch
 import torch.nn as nn
@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 
 from famr_cli.batches import Augment, StreamedBatches, TensorBatches, make_batches
 from famr_cli.dataset import ImageData
+from famr_cli.errors import FamrError
 from famr_cli.forget import ForgetSplit
-from famr_cli.registry import Registry
+from famr_cli.registry import Registry, import_submodules
 
 
 @dataclass
@@ -83,13 +84,73 @@ class UnlearnReport:
     recorded_s: float | None = None
 
 
-class UnlearningMethod(ABC):
+SettingsT = TypeVar("SettingsT", bound="MethodSettings")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """A method's options, typed and checked once: a frozen dataclass with one field per key of its
+    ``conf/method/<name>.yaml``.
+
+    The fields have no defaults because the YAML holds them, and two copies of a default drift apart.
+    Keys that are provenance, not options (``name``, ``tuned_by``), have no field and are ignored.
+    """
+
+    # Config keys that cannot be field names (``lambda`` is a Python keyword): field name -> key.
+    KEYS: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def from_config(cls: type[SettingsT], cfg: DictConfig) -> SettingsT:
+        """The settings of the ``method`` section ``cfg``: every field's key must be present, then :meth:`parse` checks them."""
+        values = {}
+        for f in fields(cls):
+            key = cls.KEYS.get(f.name, f.name)
+            if key not in cfg:
+                name = cfg.get("name")
+                raise FamrError(
+                    f"method={name} needs method.{key}, which the config does not set; "
+                    f"restore it (its default is in conf/method/{name}.yaml)."
+                )
+            values[f.name] = cfg[key]
+        return cls.parse(values)
+
+    @classmethod
+    def parse(cls: type[SettingsT], values: dict[str, Any]) -> SettingsT:
+        """Check the raw config values (by field name) and build the settings, or raise :class:`FamrError`.
+
+        A subclass checks its values in a fixed order, the one whose first failure users see.
+        """
+        if values:
+            raise NotImplementedError(f"{cls.__name__} declares options, so it must define parse() to check them")
+        return cls()
+
+
+class UnlearningMethod(ABC, Generic[SettingsT]):
+    """Subclassed as ``UnlearningMethod[XSettings]``: ``self.settings`` is then the ``XSettings`` of
+    its config section, built and checked when the method is constructed."""
+
+    # Set from the subscript of the subclass's base; a method without options keeps the empty base.
+    settings_type: ClassVar[type[MethodSettings]] = MethodSettings
+
+    @property
+    def reads_retained_data(self) -> bool:
+        """Whether :meth:`unlearn` trains on (or scores) D_r: famr_cli.api then asks for retained data."""
+        return True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            if get_origin(base) is UnlearningMethod and isinstance(get_args(base)[0], type):
+                cls.settings_type = get_args(base)[0]
+
     def __init__(self, cfg: DictConfig):
+        # The raw section stays available for code that reads a key by name (e.g. ``cfg.name``).
         self.cfg = cfg
+        self.settings: SettingsT = self.settings_type.from_config(cfg)
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`FamrError` for bad options, before any training starts."""
+        """Raise :class:`FamrError` for bad options that :attr:`settings` cannot check alone, before any training starts."""
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`FamrError` for options the backbone cannot honour (called on an untrained copy)."""
@@ -102,7 +163,8 @@ class UnlearningMethod(ABC):
         """Diagnostics of the finished unlearning for results.json's ``certificate`` (FAMR: stationarity).
 
         Called after the timed step, so what it costs never counts in the method's RTE; ``settings``
-        is the evaluate section (:class:`famr_cli.evaluate.report.EvalSettings`).
+        is the evaluate section (:class:`famr_cli.evaluate.report.EvalSettings`), not the method's
+        own :attr:`settings`.
         """
         return {}
 
@@ -114,9 +176,4 @@ def build_method(cfg: DictConfig) -> UnlearningMethod:
     return METHODS.get(cfg.name)(cfg)
 
 
-def _import_all_methods() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all_methods()
+import_submodules(__name__, __path__)

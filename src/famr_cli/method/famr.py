@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,20 +21,19 @@ from omegaconf import ListConfig
 from famr_cli.backbone import classifier_parameter_names
 from famr_cli.checks import flag, is_whole, number, whole
 from famr_cli.errors import FamrError
+from famr_cli.evaluate.certificate.head import classifier_head, head_features
 from famr_cli.evaluate.certificate.newton import (
-    classifier_head,
     famr_head_minimiser,
     famr_head_newton,
     head_delta,
-    head_features,
     influence_removal_step,
     relative_distance,
 )
 from famr_cli.evaluate.certificate.run import mean_gradient, stationarity
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
+from famr_cli.method.shared import TrainingSettings, add_to_grads_, bn_mode, bn_option, method_optimizer, optimizer_option
 from famr_cli.train.loop import LoopHooks, run_loop
-from famr_cli.train.optim import OPTIMIZERS, build_optimizer
 
 
 def kl_uniform_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -49,6 +49,7 @@ def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 FORGET_LOSSES = {"kl_uniform": kl_uniform_loss, "entropy": entropy_loss}
+ANCHORS = ("all", "backbone", "head")
 
 
 def anchor_penalty(params: list[torch.Tensor], theta0: list[torch.Tensor]) -> torch.Tensor:
@@ -63,61 +64,68 @@ def add_anchor_grad_(params: list[nn.Parameter], theta0: list[torch.Tensor], lam
     Folding the anchor into the gradient (instead of building it into the autograd graph) costs
     two fused ops per step whatever the parameter count.
     """
-    if lam == 0.0:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    diffs = torch._foreach_sub([p.detach() for p in params], theta0)
-    torch._foreach_add_([p.grad for p in params], diffs, alpha=2.0 * lam)
+    if lam != 0.0:
+        add_to_grads_(params, torch._foreach_sub([p.detach() for p in params], theta0), alpha=2.0 * lam)
 
 
-def freeze_batchnorm(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+@dataclass(frozen=True)
+class FAMRSettings(TrainingSettings):
+    loss: str
+    lam: float
+    anchor: str
+    bn: str
+    head_only: bool
+    trainable: tuple[str, ...] | None  # parameter-name prefixes; None or () moves every parameter
+    retain_kd: float
+    retain_buffer: int | None  # None only when retain_kd is 0, which never reads it
 
-
-@METHODS.register("famr")
-class FAMR(UnlearningMethod):
-    ANCHORS = ("all", "backbone", "head")
-
-    def validate(self) -> None:
-        c = self.cfg
-        if c.loss not in FORGET_LOSSES:
-            raise FamrError(f"Unknown FAMR loss '{c.loss}': set method.loss to one of {', '.join(FORGET_LOSSES)}.")
-        if number(c.lam, "method.lam", 0.1) < 0:
-            raise FamrError(f"method.lam must be >= 0 (got {c.lam}); the anchor weight cannot be negative, try method.lam=0.01.")
-        number(c.lr, "method.lr", 0.001, positive=True)
-        if c.optimizer not in OPTIMIZERS:
-            raise FamrError(f"Unknown optimizer '{c.optimizer}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
-        number(c.momentum, "method.momentum", 0.9, minimum=0)
-        number(c.weight_decay, "method.weight_decay", 0.0, minimum=0)
-        whole(c.epochs, "method.epochs", 100, minimum=1)
-        whole(c.batch_size, "method.batch_size", 256, minimum=1)
-        if c.bn not in ("eval", "train"):
-            raise FamrError(f"method.bn must be 'eval' (freeze BatchNorm statistics) or 'train' (got '{c.bn}').")
-        flag(c.get("head_only", False), "method.head_only")
-        trainable = c.get("trainable")
-        is_list = isinstance(trainable, (list, tuple, ListConfig))
-        if trainable is not None and (not is_list or not all(isinstance(t, str) for t in trainable)):
+    @classmethod
+    def parse(cls, c: dict[str, Any]) -> FAMRSettings:
+        if c["loss"] not in FORGET_LOSSES:
+            raise FamrError(f"Unknown FAMR loss '{c['loss']}': set method.loss to one of {', '.join(FORGET_LOSSES)}.")
+        if (lam := number(c["lam"], "method.lam", 0.1)) < 0:
+            raise FamrError(f"method.lam must be >= 0 (got {c['lam']}); the anchor weight cannot be negative, try method.lam=0.01.")
+        # Call arguments run left to right: the checks run, and fail first, in this order.
+        checked = dict(
+            lr=number(c["lr"], "method.lr", 0.001, positive=True),
+            optimizer=optimizer_option(c["optimizer"]),
+            momentum=number(c["momentum"], "method.momentum", 0.9, minimum=0),
+            weight_decay=number(c["weight_decay"], "method.weight_decay", 0.0, minimum=0),
+            epochs=whole(c["epochs"], "method.epochs", 100, minimum=1),
+            batch_size=whole(c["batch_size"], "method.batch_size", 256, minimum=1),
+            bn=bn_option(c["bn"]),
+            head_only=flag(c["head_only"], "method.head_only"),
+        )
+        trainable = c["trainable"]
+        if trainable is not None and not (isinstance(trainable, (list, tuple, ListConfig)) and all(isinstance(t, str) for t in trainable)):
             raise FamrError(
                 f"method.trainable must be null or a list of parameter-name prefixes (got {trainable}); "
                 "use e.g. method.trainable=[layer4,fc]."
             )
-        if number(c.get("retain_kd", 0.0), "method.retain_kd", 0.0) < 0:
-            raise FamrError(f"method.retain_kd must be >= 0 (got {c.retain_kd}); 0 turns the retained-data term off.")
-        if float(c.get("retain_kd", 0.0)) > 0 and not (is_whole(c.get("retain_buffer")) and c.get("retain_buffer") >= 1):
-            raise FamrError(f"method.retain_buffer must be at least 1 when method.retain_kd > 0 (got {c.get('retain_buffer')}); try 500.")
-        if c.anchor not in self.ANCHORS:
-            raise FamrError(f"Unknown method.anchor '{c.anchor}': use one of {', '.join(self.ANCHORS)}.")
+        if (retain_kd := number(c["retain_kd"], "method.retain_kd", 0.0)) < 0:
+            raise FamrError(f"method.retain_kd must be >= 0 (got {c['retain_kd']}); 0 turns the retained-data term off.")
+        buffer = c["retain_buffer"]
+        if retain_kd > 0 and not (is_whole(buffer) and buffer >= 1):
+            raise FamrError(f"method.retain_buffer must be at least 1 when method.retain_kd > 0 (got {buffer}); try 500.")
+        if c["anchor"] not in ANCHORS:
+            raise FamrError(f"Unknown method.anchor '{c['anchor']}': use one of {', '.join(ANCHORS)}.")
+        prefixes, size = None if trainable is None else tuple(trainable), int(buffer) if is_whole(buffer) else None
+        # loss and anchor passed their membership tests, so they are already strings.
+        return cls(**checked, loss=c["loss"], lam=lam, anchor=c["anchor"], trainable=prefixes, retain_kd=retain_kd, retain_buffer=size)
+
+
+@METHODS.register("famr")
+class FAMR(UnlearningMethod[FAMRSettings]):
+    @property
+    def reads_retained_data(self) -> bool:
+        return self.settings.retain_kd > 0  # FAMR proper reads D_f alone
 
     def check_model(self, model: nn.Module) -> None:
-        prefixes = self.cfg.get("trainable")
-        if not prefixes or self.cfg.get("head_only", False):
+        prefixes = self.settings.trainable
+        if not prefixes or self.settings.head_only:
             return
         names = [n for n, _ in model.named_parameters()]
-        unmatched = [str(prefix) for prefix in prefixes if not any(n.startswith(str(prefix)) for n in names)]
+        unmatched = [prefix for prefix in prefixes if not any(n.startswith(prefix) for n in names)]
         if unmatched:
             tops = sorted({n.split(".")[0] for n in names})
             raise FamrError(
@@ -128,28 +136,28 @@ class FAMR(UnlearningMethod):
     def _trainable(self, model: nn.Module) -> list[nn.Parameter]:
         # head_only (ours, beyond the paper): the backbone's features stay fixed and only the
         # classifier head moves, so retained classes lose only what the head shares with D_f.
-        if self.cfg.get("head_only", False):
+        if self.settings.head_only:
             head = classifier_parameter_names(model)
             return [p for n, p in model.named_parameters() if p.requires_grad and n in head]
-        prefixes = self.cfg.get("trainable")
+        prefixes = self.settings.trainable
         if prefixes:
-            return [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(tuple(str(q) for q in prefixes))]
+            return [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefixes)]
         return [p for p in model.parameters() if p.requires_grad]
 
     def _anchored(self, model: nn.Module) -> list[nn.Parameter]:
         trainable = {id(p) for p in self._trainable(model)}
-        if self.cfg.anchor == "all":
+        if self.settings.anchor == "all":
             return [p for p in model.parameters() if id(p) in trainable]
         head = classifier_parameter_names(model)
-        want_head = self.cfg.anchor == "head"
+        want_head = self.settings.anchor == "head"
         return [p for n, p in model.named_parameters() if id(p) in trainable and (n in head) == want_head]
 
     def _retain_kd_term(self, model: nn.Module, ctx: UnlearnContext) -> Callable[[nn.Module], torch.Tensor] | None:
         """retain_kd (ours, beyond the paper): KL(original || current) on a fixed, seeded buffer of
         ``retain_buffer`` retained samples, one buffer chunk per step. The paper's FAMR reads no
         retained data; this option measures what a little of it buys."""
-        weight, size = float(self.cfg.get("retain_kd", 0.0)), int(self.cfg.get("retain_buffer", 0))
-        if weight == 0.0:
+        size = self.settings.retain_buffer
+        if self.settings.retain_kd == 0.0 or size is None:
             return None
         retain = ctx.split.retain_train
         generator = torch.Generator().manual_seed(ctx.seed)
@@ -160,7 +168,7 @@ class FAMR(UnlearningMethod):
         with torch.no_grad():
             teacher_log_p = F.log_softmax(model(x_buf).float(), dim=1)
         model.train(was_training)
-        chunk = min(int(self.cfg.batch_size), len(buffer))
+        chunk = min(self.settings.batch_size, len(buffer))
         cursor = [0]
 
         def term(m: nn.Module) -> torch.Tensor:
@@ -173,28 +181,19 @@ class FAMR(UnlearningMethod):
         return term
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        c = self.cfg
-        lam = float(c.lam)
+        s = self.settings
+        lam = s.lam
         params = self._trainable(model)
         anchored = self._anchored(model)
         theta0 = [p.detach().clone() for p in anchored]
-        forget = ctx.split.forget_train
-        batches = ctx.batches(forget, int(c.batch_size))
-        optimizer = build_optimizer(
-            params, c.optimizer, float(c.lr), key="method", momentum=float(c.momentum), weight_decay=float(c.weight_decay)
-        )
-        forget_loss = FORGET_LOSSES[c.loss]
-
+        batches = ctx.batches(ctx.split.forget_train, s.batch_size)
+        optimizer = method_optimizer(params, s)
+        forget_loss = FORGET_LOSSES[s.loss]
         retain_term = self._retain_kd_term(model, ctx)
 
         def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             loss = forget_loss(m(x))
-            return loss if retain_term is None else loss + float(c.retain_kd) * retain_term(m)
-
-        def set_mode(m: nn.Module) -> None:
-            m.train()
-            if c.bn == "eval":
-                freeze_batchnorm(m)
+            return loss if retain_term is None else loss + s.retain_kd * retain_term(m)
 
         def on_epoch_end(epoch: int, mean_forget_loss: float) -> None:
             anchor = float(anchor_penalty(anchored, theta0))
@@ -218,9 +217,9 @@ class FAMR(UnlearningMethod):
                 batches,
                 objective,
                 optimizer,
-                epochs=int(c.epochs),
+                epochs=s.epochs,
                 hooks=LoopHooks(
-                    after_backward=lambda: add_anchor_grad_(anchored, theta0, lam), on_epoch_end=on_epoch_end, set_mode=set_mode
+                    after_backward=lambda: add_anchor_grad_(anchored, theta0, lam), on_epoch_end=on_epoch_end, set_mode=bn_mode(s.bn)
                 ),
                 desc="FAMR",
                 show_progress=ctx.show_progress,
@@ -240,7 +239,7 @@ class FAMR(UnlearningMethod):
 
         With retain_kd the objective has a third term, so the residual measures FAMR's own terms only.
         """
-        c = self.cfg
+        s = self.settings
         params = self._trainable(model)
         anchored = {id(p) for p in self._anchored(model)}
         names = {id(p): n for n, p in model.named_parameters()}
@@ -249,38 +248,29 @@ class FAMR(UnlearningMethod):
         # Eval mode: a deterministic function (no dropout), the same one FAMR minimised when BN is
         # frozen (method.bn=eval, the default) and the backbone has no dropout.
         model.eval()
-        batches = ctx.batches(ctx.split.forget_train, int(c.batch_size), shuffle=False)
-        grad_f = mean_gradient(model, params, FORGET_LOSSES[c.loss], batches)
-        figures = stationarity(grad_f, params, theta0, float(c.lam))
-        if c.get("head_only", False):
+        batches = ctx.batches(ctx.split.forget_train, s.batch_size, shuffle=False)
+        grad_f = mean_gradient(model, params, FORGET_LOSSES[s.loss], batches)
+        figures = stationarity(grad_f, params, theta0, s.lam)
+        if s.head_only:
             figures.update(self._head_predictions(model, original, ctx, settings))
         return figures
 
     def _head_predictions(self, model: nn.Module, original: nn.Module, ctx: UnlearnContext, settings: Any) -> dict[str, Any]:
-        """head_only: FAMR's head update against the exact damped-Newton step of its own objective and
-        against the influence-function step that approximates retraining the head without D_f.
-
-        Both use the original backbone's eval-mode features (the backbone does not move under
-        head_only); HVPs + CG, no dense Hessian (famr_cli/evaluate/certificate/newton.py).
-        """
-        c, split, batch = self.cfg, ctx.split, int(self.cfg.batch_size)
+        """head_only: FAMR's head update against the exact damped-Newton step of its own objective and the
+        influence step that approximates retraining the head without D_f, on the original backbone's
+        eval-mode features (it does not move); HVPs + CG, no dense Hessian (certificate/newton.py)."""
+        s, split, batch = self.settings, ctx.split, self.settings.batch_size
         before, after = classifier_head(original), classifier_head(model)
         moved = head_delta(before, after)
         feats_f = head_features(original, ctx.batches(split.forget_train, batch, shuffle=False))
         solve = {"tol": settings.newton_tol, "max_iter": settings.newton_max_iter}
-        newton = famr_head_newton(feats_f, before.weight, before.bias, float(c.lam), c.loss, **solve)
-        exact = famr_head_minimiser(feats_f, before.weight, before.bias, float(c.lam), c.loss, **solve) if float(c.lam) > 0 else None
+        newton = famr_head_newton(feats_f, before.weight, before.bias, s.lam, s.loss, **solve)
+        exact = famr_head_minimiser(feats_f, before.weight, before.bias, s.lam, s.loss, **solve) if s.lam > 0 else None
         feats_r = head_features(original, ctx.batches(split.retain_train, batch, shuffle=False))
         labels = ctx.data.y_train.to(feats_r.device)
+        y_r, y_f = labels[split.retain_train.to(labels.device)], labels[split.forget_train.to(labels.device)]
         influence = influence_removal_step(
-            feats_r,
-            labels[split.retain_train.to(labels.device)],
-            feats_f,
-            labels[split.forget_train.to(labels.device)],
-            before.weight,
-            before.bias,
-            damping=settings.influence_damping,
-            **solve,
+            feats_r, y_r, feats_f, y_f, before.weight, before.bias, damping=settings.influence_damping, **solve
         )
 
         def compare(step: torch.Tensor | None) -> tuple[float, float]:

@@ -16,30 +16,46 @@ updates BatchNorm statistics (``model.train()``); ours defaults to no decay and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.finetune import check_bn_option, check_training_options, cross_entropy, train_with_ce
+from famr_cli.method.shared import ScheduledSettings, bn_option, cross_entropy, train_with_ce, training_options
 
 
 def negative_cross_entropy(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -cross_entropy(m, x, y)
 
 
+@dataclass(frozen=True)
+class GradAscentSettings(ScheduledSettings):
+    bn: str
+
+    @classmethod
+    def parse(cls, c: dict[str, Any]) -> GradAscentSettings:
+        shared = training_options(c, suggested_lr=1e-4)
+        return cls(**shared, bn=bn_option(c["bn"]))
+
+
 @METHODS.register("grad_ascent")
-class GradAscent(UnlearningMethod):
-    def validate(self) -> None:
-        check_training_options(self.cfg, suggested_lr=1e-4)
-        check_bn_option(self.cfg)
+class GradAscent(UnlearningMethod[GradAscentSettings]):
+    @property
+    def reads_retained_data(self) -> bool:
+        return False
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         forget = ctx.split.forget_train
         result = train_with_ce(
             model,
             ctx,
-            self.cfg,
+            self.settings,
             forget,
+            # GA has no augment option: the published recipe ascends on the images of D_f as they are.
+            augment=False,
+            bn=self.settings.bn,
             desc="grad_ascent",
             objective=negative_cross_entropy,
             # -CE is unbounded below: a step too large sends the logits (and the loss) to infinity.

@@ -16,13 +16,16 @@ lr 0.01, 10 epochs, alpha decayed linearly over the epochs. The repo leaves alph
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.finetune import check_training_options, train_with_ce
+from famr_cli.method.shared import ScheduledSettings, add_to_grads_, train_with_ce, training_options
 
 
 def linear_decay(alpha: float, step: int, total_steps: int) -> float:
@@ -40,24 +43,28 @@ def add_l1_grad_(params: list[nn.Parameter], alpha: float) -> None:
     Adding the (sub)gradient directly keeps the penalty out of the autograd graph, whose per-parameter
     abs/sum nodes would cost a backward pass over every weight.
     """
-    if alpha == 0.0:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    signs = torch._foreach_sign([p.detach() for p in params])
-    torch._foreach_add_([p.grad for p in params], signs, alpha=alpha)
+    if alpha != 0.0:
+        add_to_grads_(params, torch._foreach_sign([p.detach() for p in params]), alpha=alpha)
+
+
+@dataclass(frozen=True)
+class L1SparseSettings(ScheduledSettings):
+    alpha: float
+    augment: bool
+
+    @classmethod
+    def parse(cls, c: dict[str, Any]) -> L1SparseSettings:
+        shared = training_options(c, suggested_lr=0.01)
+        if (alpha := number(c["alpha"], "method.alpha", "5e-4")) < 0:
+            raise FamrError(f"method.alpha must be >= 0 (got {c['alpha']}); the l1 weight cannot be negative, try method.alpha=5e-4.")
+        return cls(**shared, alpha=alpha)
 
 
 @METHODS.register("l1_sparse")
-class L1Sparse(UnlearningMethod):
-    def validate(self) -> None:
-        check_training_options(self.cfg, suggested_lr=0.01)
-        if number(self.cfg.alpha, "method.alpha", "5e-4") < 0:
-            raise FamrError(f"method.alpha must be >= 0 (got {self.cfg.alpha}); the l1 weight cannot be negative, try method.alpha=5e-4.")
-
+class L1Sparse(UnlearningMethod[L1SparseSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        alpha = float(self.cfg.alpha)
+        s = self.settings
+        alpha = s.alpha
         params = [p for p in model.parameters() if p.requires_grad]
         retain = ctx.split.retain_train
         l1_before = l1_norm(params)
@@ -70,8 +77,10 @@ class L1Sparse(UnlearningMethod):
         result = train_with_ce(
             model,
             ctx,
-            self.cfg,
+            s,
             retain,
+            augment=s.augment,
+            bn="train",
             desc="l1_sparse",
             divergence_hint="lower method.lr or method.alpha",
             after_backward=penalise,

@@ -19,6 +19,9 @@ repo's only CIFAR-10 example is random 10 % forgetting (10 epochs, lr 0.013, mas
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -26,8 +29,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.finetune import check_training_options
-from famr_cli.method.random_label import random_wrong_labels
+from famr_cli.method.shared import TrainingSettings, cross_entropy, random_wrong_labels, training_options
 from famr_cli.train.loop import LoopHooks, run_loop
 from famr_cli.train.optim import build_optimizer
 
@@ -61,28 +63,33 @@ def saliency_mask(grads: list[torch.Tensor], ratio: float) -> list[torch.Tensor]
     return [m.view_as(g) for m, g in zip(mask.split([g.numel() for g in grads]), grads)]
 
 
-@METHODS.register("salun")
-class SalUn(UnlearningMethod):
-    def validate(self) -> None:
-        c = self.cfg
-        if not 0 < number(c.mask_ratio, "method.mask_ratio", 0.5) <= 1:
-            raise FamrError(f"method.mask_ratio must be in (0, 1] (got {c.mask_ratio}); try method.mask_ratio=0.5.")
-        check_training_options(c, suggested_lr=0.013)
+@dataclass(frozen=True)
+class SalUnSettings(TrainingSettings):
+    mask_ratio: float
+    augment: bool
 
+    @classmethod
+    def parse(cls, c: dict[str, Any]) -> SalUnSettings:
+        if not 0 < (mask_ratio := number(c["mask_ratio"], "method.mask_ratio", 0.5)) <= 1:
+            raise FamrError(f"method.mask_ratio must be in (0, 1] (got {c['mask_ratio']}); try method.mask_ratio=0.5.")
+        return cls(mask_ratio=mask_ratio, **training_options(c, suggested_lr=0.013))
+
+
+@METHODS.register("salun")
+class SalUn(UnlearningMethod[SalUnSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        c = self.cfg
-        batch_size = int(c.batch_size)
+        s = self.settings
         params = [p for p in model.parameters() if p.requires_grad]
-        masks = saliency_mask(forget_gradients(model, ctx, params, batch_size), float(c.mask_ratio))
+        masks = saliency_mask(forget_gradients(model, ctx, params, s.batch_size), s.mask_ratio)
         kept = float(sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks))
 
         split = ctx.split
         labels = random_wrong_labels(ctx.data.y_train, split.forget_train, ctx.data.num_classes, ctx.seed)
-        batches = ctx.batches(torch.cat([split.forget_train, split.retain_train]), batch_size, augment=bool(c.augment), labels=labels)
-        wd = float(c.weight_decay)
+        batches = ctx.batches(torch.cat([split.forget_train, split.retain_train]), s.batch_size, augment=s.augment, labels=labels)
+        wd = s.weight_decay
         # Decay goes through the masked gradient instead of the optimizer: the optimizer's own decay
         # would shrink weights outside the mask, which SalUn means to keep fixed.
-        optimizer = build_optimizer(params, c.optimizer, float(c.lr), key="method", momentum=float(c.momentum), weight_decay=0.0)
+        optimizer = build_optimizer(params, s.optimizer, s.lr, key="method", momentum=s.momentum, weight_decay=0.0)
 
         def mask_grads() -> None:
             live = [(p, m) for p, m in zip(params, masks) if p.grad is not None]
@@ -97,9 +104,9 @@ class SalUn(UnlearningMethod):
         result = run_loop(
             model,
             batches,
-            lambda m, x, y: F.cross_entropy(m(x).float(), y),
+            cross_entropy,
             optimizer,
-            epochs=int(c.epochs),
+            epochs=s.epochs,
             hooks=LoopHooks(after_backward=mask_grads, on_epoch_end=on_epoch_end),
             desc="SalUn",
             show_progress=ctx.show_progress,

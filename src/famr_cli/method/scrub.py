@@ -19,6 +19,8 @@ lr and max_steps are famr-tune's search space for SCRUB.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -27,9 +29,8 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.finetune import check_training_options
+from famr_cli.method.shared import TrainingSettings, method_optimizer, training_options
 from famr_cli.train.loop import Objective, run_loop
-from famr_cli.train.optim import build_optimizer
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -68,44 +69,46 @@ def min_step_objective(teacher: nn.Module, temperature: float, alpha: float, gam
     return objective
 
 
-@METHODS.register("scrub")
-class SCRUB(UnlearningMethod):
-    def validate(self) -> None:
-        c = self.cfg
-        check_training_options(c, suggested_lr=5e-4)
-        if whole(c.max_steps, "method.max_steps", 2) < 0:
-            raise FamrError(f"method.max_steps must be >= 0 (got {c.max_steps}); it counts the epochs that include a pass over D_f.")
-        if number(c.alpha, "method.alpha", 0.001) < 0:
-            raise FamrError(f"method.alpha must be >= 0 (got {c.alpha}); try method.alpha=0.001.")
-        if number(c.gamma, "method.gamma", 0.99) < 0:
-            raise FamrError(f"method.gamma must be >= 0 (got {c.gamma}); try method.gamma=0.99.")
-        if c.alpha + c.gamma == 0:
+@dataclass(frozen=True)
+class SCRUBSettings(TrainingSettings):
+    alpha: float
+    gamma: float
+    temperature: float
+    max_steps: int
+    forget_batch_size: int
+    augment: bool
+
+    @classmethod
+    def parse(cls, c: dict[str, Any]) -> SCRUBSettings:
+        shared = training_options(c, suggested_lr=5e-4)
+        if (max_steps := whole(c["max_steps"], "method.max_steps", 2)) < 0:
+            raise FamrError(f"method.max_steps must be >= 0 (got {c['max_steps']}); it counts the epochs that include a pass over D_f.")
+        if (alpha := number(c["alpha"], "method.alpha", 0.001)) < 0:
+            raise FamrError(f"method.alpha must be >= 0 (got {c['alpha']}); try method.alpha=0.001.")
+        if (gamma := number(c["gamma"], "method.gamma", 0.99)) < 0:
+            raise FamrError(f"method.gamma must be >= 0 (got {c['gamma']}); try method.gamma=0.99.")
+        if alpha + gamma == 0:
             raise FamrError(
                 "method.alpha and method.gamma are both 0, which leaves the pass over D_r nothing to keep; try method.gamma=0.99."
             )
-        if number(c.temperature, "method.temperature", 4) <= 0:
-            raise FamrError(f"method.temperature must be positive (got {c.temperature}); try method.temperature=4.")
-        whole(c.forget_batch_size, "method.forget_batch_size", 256, minimum=1)
+        if (temperature := number(c["temperature"], "method.temperature", 4)) <= 0:
+            raise FamrError(f"method.temperature must be positive (got {c['temperature']}); try method.temperature=4.")
+        forget_batch_size = whole(c["forget_batch_size"], "method.forget_batch_size", 256, minimum=1)
+        return cls(**shared, alpha=alpha, gamma=gamma, temperature=temperature, max_steps=max_steps, forget_batch_size=forget_batch_size)
 
+
+@METHODS.register("scrub")
+class SCRUB(UnlearningMethod[SCRUBSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        c = self.cfg
-        temperature = float(c.temperature)
+        s = self.settings
         teacher = frozen_teacher(model)
-        augment = bool(c.augment)
-        forget_batches = ctx.batches(ctx.split.forget_train, int(c.forget_batch_size), augment=augment)
-        retain_batches = ctx.batches(ctx.split.retain_train, int(c.batch_size), augment=augment)
+        forget_batches = ctx.batches(ctx.split.forget_train, s.forget_batch_size, augment=s.augment)
+        retain_batches = ctx.batches(ctx.split.retain_train, s.batch_size, augment=s.augment)
         # One optimizer for both passes, as in the authors' code: momentum carries across them.
-        optimizer = build_optimizer(
-            [p for p in model.parameters() if p.requires_grad],
-            c.optimizer,
-            float(c.lr),
-            key="method",
-            momentum=float(c.momentum),
-            weight_decay=float(c.weight_decay),
-        )
-        forget_objective = max_step_objective(teacher, temperature)
-        retain_objective = min_step_objective(teacher, temperature, float(c.alpha), float(c.gamma))
-        epochs, max_steps = int(c.epochs), int(c.max_steps)
+        optimizer = method_optimizer([p for p in model.parameters() if p.requires_grad], s)
+        forget_objective = max_step_objective(teacher, s.temperature)
+        retain_objective = min_step_objective(teacher, s.temperature, s.alpha, s.gamma)
+        epochs, max_steps = s.epochs, s.max_steps
         hint = "lower method.lr or method.max_steps"
         forget_kl: list[float] = []
         retain_losses: list[float] = []

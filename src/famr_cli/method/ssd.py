@@ -24,13 +24,16 @@ searches alpha (docs/tuning.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
-from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
+from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
 
 
 def fisher_importance(
@@ -71,24 +74,33 @@ def dampen_(
     return dampened, sum(p.numel() for p in params)
 
 
-@METHODS.register("ssd")
-class SSD(UnlearningMethod):
-    def validate(self) -> None:
-        c = self.cfg
-        if number(c.alpha, "method.alpha", 10) <= 0:
-            raise FamrError(f"method.alpha must be positive (got {c.alpha}); try method.alpha=10.")
-        if number(c["lambda"], "method.lambda", 1) <= 0:
-            raise FamrError(f"method.lambda must be positive (got {c['lambda']}); try method.lambda=1.")
-        whole(c.fisher_batch_size, "method.fisher_batch_size", 256, minimum=1)
+@dataclass(frozen=True)
+class SSDSettings(MethodSettings):
+    alpha: float
+    lam: float
+    fisher_batch_size: int
 
+    KEYS = {"lam": "lambda"}
+
+    @classmethod
+    def parse(cls, c: dict[str, Any]) -> SSDSettings:
+        if (alpha := number(c["alpha"], "method.alpha", 10)) <= 0:
+            raise FamrError(f"method.alpha must be positive (got {c['alpha']}); try method.alpha=10.")
+        if (lam := number(c["lam"], "method.lambda", 1)) <= 0:
+            raise FamrError(f"method.lambda must be positive (got {c['lam']}); try method.lambda=1.")
+        return cls(alpha=alpha, lam=lam, fisher_batch_size=whole(c["fisher_batch_size"], "method.fisher_batch_size", 256, minimum=1))
+
+
+@METHODS.register("ssd")
+class SSD(UnlearningMethod[SSDSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        c = self.cfg
-        batch_size = int(c.fisher_batch_size)
+        s = self.settings
+        batch_size = s.fisher_batch_size
         params = [p for p in model.parameters() if p.requires_grad]
         everything = torch.arange(len(ctx.data.y_train))
         importance_d = fisher_importance(model, ctx, everything, params, batch_size)
         importance_f = fisher_importance(model, ctx, ctx.split.forget_train, params, batch_size)
-        dampened, total = dampen_(params, importance_d, importance_f, float(c.alpha), float(c["lambda"]))
+        dampened, total = dampen_(params, importance_d, importance_f, s.alpha, s.lam)
         fraction = dampened / max(total, 1)
         ctx.log_metrics({"unlearn/dampened_fraction": fraction})
         return UnlearnReport(certificate={"dampened_fraction": fraction, "dampened_elements": dampened})

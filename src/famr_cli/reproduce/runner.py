@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from famr_cli.host import available_cores, cpu_name
-from famr_cli.reproduce import tables
+from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
 from famr_cli.reproduce.profiles import CLASS_TABLE, ForgetTable, Profile
 from famr_cli.sweep.jobs import load_jobs
@@ -164,7 +164,7 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
             written.forgotten.append(forgotten)
             outputs.append((f"{stem}_forgotten", forgotten))
         for name, each in outputs:
-            for suffix, render in ((".md", tables.to_markdown), (".csv", tables.to_csv), (".tex", tables.to_latex)):
+            for suffix, render in ((".md", table_render.to_markdown), (".csv", table_render.to_csv), (".tex", table_render.to_latex)):
                 path = out_dir / f"{name}{suffix}"
                 path.write_text(render(each))
                 written.files.append(path)
@@ -185,7 +185,7 @@ def reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: P
     written = write_tables(profile, sweeps, out_dir, machine)
     for table in [*written.tables, *written.forgotten]:
         log("")
-        log(tables.to_markdown(table))
+        log(table_render.to_markdown(table))
     failed = sum(t.failed for t in written.tables)
     total = sum(t.jobs for t in written.tables)
     empty = [f"{s.experiment} ({s.dir.name})" for s, t in zip(sweeps, written.tables) if not any(r.n for r in t.rows)]

@@ -1,103 +1,35 @@
-"""The comparison tables: jobs' results.json -> mean ± std over seeds -> Markdown, CSV and LaTeX.
+"""The comparison tables: jobs' results.json -> mean ± std over seeds, ready to render.
 
 Pure Python (no torch): one :class:`Table` per experiment, one :class:`Row` per method in the field's
 order, the columns of ``scripts/summarize.py --compare`` (UA, RA, TA, forget-test accuracy,
 MIA-Efficacy, Avg. Gap, RTE in seconds and in percent of Retrain). Cells hold the mean and the sample
 standard deviation (n − 1) over the seeds whose job finished ok; a cell whose number of seeds differs
 from the table's says so (``(n=1)``), and rows with failed jobs are marked † and footnoted.
+The columns are :mod:`famr_cli.reproduce.table_columns`; Markdown, CSV and LaTeX are
+:mod:`famr_cli.reproduce.table_render`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from famr_cli.reproduce.table_columns import (
+    DAGGER,
+    LATEX_NAMES,
+    METHOD_NAMES,
+    METRICS,
+    MISSING,
+    ROBUSTNESS_METRICS,
+    ROBUSTNESS_UNITS,
+    UNITS,
+    Metric,
+)
+from famr_cli.reproduce.table_render import latex_escape
 from famr_cli.sweep.jobs import Job
-
-# (key, Markdown/CSV header, LaTeX header, value from one ok results.json)
-Getter = Callable[[dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    header: str
-    latex: str
-    get: Getter
-
-
-def _unlearned(key: str) -> Getter:
-    return lambda r: (r.get("metrics") or {}).get("unlearned", {}).get(key)
-
-
-def _rte_pct(r: dict[str, Any]) -> Any:
-    frac = (r.get("timing") or {}).get("rte_frac_of_retrain")
-    return None if frac is None else 100 * frac
-
-
-METRICS = [
-    Metric("UA", "UA", "UA", _unlearned("UA")),
-    Metric("RA", "RA", "RA", _unlearned("RA")),
-    Metric("TA", "TA", "TA", _unlearned("TA")),
-    Metric("forget_test_acc", "forget-test acc", "Forget-test acc", _unlearned("forget_test_acc")),
-    Metric("mia_efficacy", "MIA-Efficacy", "MIA-Efficacy", _unlearned("mia_efficacy")),
-    Metric("avg_gap", "Avg. Gap", r"Avg.\ Gap", lambda r: (r.get("gaps") or {}).get("avg_gap")),
-    Metric("rte_s", "RTE s", "RTE (s)", lambda r: (r.get("timing") or {}).get("unlearn_s")),
-    Metric("rte_pct_of_retrain", "RTE % of Retrain", r"RTE (\% of Retrain)", _rte_pct),
-]
-
-
-def _headline(key: str) -> Getter:
-    return lambda r: ((r.get("robustness") or {}).get("headline") or {}).get(key)
-
-
-# "Is it forgotten?": the robustness checks' headline figures (docs/robustness.md), relearning at the smallest k.
-ROBUSTNESS_METRICS = [
-    Metric("forget_test_acc", "forget-test acc", "Forget-test acc", _unlearned("forget_test_acc")),
-    Metric("relearn_forget_acc", "relearn acc", "Relearn acc", _headline("relearn_forget_acc")),
-    Metric("relearn_residual", "relearn excess", "Relearn excess", _headline("relearn_residual")),
-    Metric("prototype_forget_acc", "prototype acc", "Prototype acc", _headline("prototype_forget_acc")),
-    Metric("prototype_residual", "prototype excess", "Prototype excess", _headline("prototype_residual")),
-    Metric("probe_forget_acc", "probe acc", "Probe acc", _headline("probe_forget_acc")),
-    Metric("probe_forget_gap", "probe excess", "Probe excess", _headline("probe_forget_gap")),
-    Metric("cka_vs_retrain", "CKA to Retrain", "CKA to Retrain", _headline("cka_vs_retrain")),
-    Metric("heldout_auc", "held-out AUC", "Held-out AUC", _headline("heldout_auc")),
-    Metric("privleak", "privleak", "PrivLeak", _headline("privleak")),
-    Metric("ece", "ECE", "ECE", _headline("ece")),
-]
-ROBUSTNESS_UNITS = (
-    "Accuracies and ECE in %; relearn = full-model fine-tuning on k held-out images per forgotten class (k = the smallest "
-    "evaluate.robustness.relearn.shots), prototype = the forgotten head rows rebuilt from k images' mean feature, probe = a "
-    "logistic regression on frozen features; excess = the method minus Retrain under the identical check (points); held-out "
-    "AUC: a loss-threshold attack separating D_f from matched never-seen images; privleak = 100 (AUC - AUC_Retrain) / "
-    "AUC_Retrain. Definitions: docs/robustness.md."
-)
-
-# The field's order and names; methods not listed follow in the order they appear.
-METHOD_NAMES = {
-    "retrain": "Retrain",
-    "famr": "FAMR",
-    "finetune": "FT",
-    "grad_ascent": "GA",
-    "random_label": "RL",
-    "l1_sparse": "l1-sparse",
-    "salun": "SalUn",
-    "ssd": "SSD",
-    "scrub": "SCRUB",
-}
-LATEX_NAMES = {"l1_sparse": r"$\ell_1$-sparse"}
-HIGHLIGHT = "famr"  # bold in Markdown and LaTeX
-MISSING = "–"
-DAGGER = "†"
-UNITS = (
-    "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; "
-    "trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults)."
-)
 
 
 @dataclass(frozen=True)
@@ -315,115 +247,3 @@ def lambda_table(
         kind="λ",
         title="FAMR's λ trade-off",
     )
-
-
-# ---------------------------------------------------------------------------------------------- rendering
-
-
-def fmt_cell(stat: Stat | None, planned: int, pm: str = " ± ") -> str:
-    if stat is None:
-        return MISSING
-    text = f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f}{pm}{stat.std:.2f}"
-    return text if stat.n == planned or planned <= 1 else f"{text} (n={stat.n})"
-
-
-def _n_cell(row: Row, planned: int) -> str:
-    return str(row.n) if row.n == planned or not planned else f"{row.n} of {planned}"
-
-
-def _footnotes(table: Table) -> list[str]:
-    notes = []
-    for row in table.rows:
-        for f in row.failures:
-            seed = "seed ?" if f.seed is None else f"seed {f.seed}"
-            notes.append(f"{row.label}, {seed}: {f.status}" + (f" ({f.error})" if f.error else ""))
-    return notes
-
-
-def to_markdown(table: Table) -> str:
-    planned = len(table.seeds)
-    head = [table.kind, *(m.header for m in table.metrics), "n", "trials"]
-    lines = [f"**{table.caption()}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table.rows:
-        label = f"**{row.label}**" if row.key == HIGHLIGHT else row.label
-        label += f" {DAGGER}" if row.failures else ""
-        cells = [fmt_cell(row.stats.get(m.key), planned) for m in table.metrics]
-        lines.append("| " + " | ".join([label, *cells, _n_cell(row, planned), row.trials]) + " |")
-    notes = _footnotes(table)
-    if notes:
-        lines += ["", *(f"{DAGGER} {n}" for n in notes)]
-    return "\n".join(lines) + "\n"
-
-
-def _csv_number(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
-
-
-def to_csv(table: Table) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    head = ["experiment", table.kind if table.kind != "λ" else "lam", "name", "n", "failed"]
-    for m in table.metrics:
-        head += [f"{m.key}_mean", f"{m.key}_std"]
-    writer.writerow([*head, "seeds", "devices", "trials"])
-    for row in table.rows:
-        cells: list[str] = [table.experiment, row.key, row.label, str(row.n), str(len(row.failures))]
-        for m in table.metrics:
-            stat = row.stats.get(m.key)
-            cells += [_csv_number(stat.mean if stat else None), _csv_number(stat.std if stat else None)]
-        cells += [";".join("?" if s is None else str(s) for s in row.seeds), ";".join(table.devices), row.trials]
-        writer.writerow(cells)
-    return out.getvalue()
-
-
-LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "±": r"$\pm$",
-    "λ": r"$\lambda$",
-    "–": "--",
-    DAGGER: r"$^\dagger$",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
-
-
-def to_latex(table: Table) -> str:
-    planned = len(table.seeds)
-    head = [table.kind.capitalize() if table.kind != "λ" else r"$\lambda$", *(m.latex for m in table.metrics), "$n$", "Trials"]
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\caption{" + latex_escape(table.caption()) + "}",
-        r"\label{tab:"
-        + table.experiment.replace("_", "-")
-        + ("-lambda" if table.kind == "λ" else "")
-        + ("-sample" if "sample" in table.title else "")
-        + ("-forgotten" if table.metrics is ROBUSTNESS_METRICS else "")
-        + "}",
-        r"\begin{tabular}{l" + "r" * (len(table.metrics) + 2) + "}",
-        r"\toprule",
-        " & ".join(head) + r" \\",
-        r"\midrule",
-    ]
-    for row in table.rows:
-        label = rf"\textbf{{{row.latex_label}}}" if row.key == HIGHLIGHT else row.latex_label
-        label += r"$^\dagger$" if row.failures else ""
-        cells = [latex_escape(fmt_cell(row.stats.get(m.key), planned, pm=" ± ")) for m in table.metrics]
-        lines.append(" & ".join([label, *cells, latex_escape(_n_cell(row, planned)), latex_escape(row.trials)]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    notes = _footnotes(table)
-    if notes:
-        lines.append(r"\par\footnotesize " + r" \\ ".join(r"$^\dagger$ " + latex_escape(n) for n in notes))
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"

@@ -77,7 +77,7 @@ class SweepSummaryCallback(Callback):
             summary, files = write_summary(sweep_dir, plots=self.plots)
         except Exception as err:  # a summary problem must not hide the jobs' own results
             reason = f"{type(err).__name__}: {err}"
-            log.warning("Could not write the sweep summary (%s); summarise later with scripts/summarize.py %s", reason, sweep_dir)
+            log.warning("Could not write the sweep summary (%s); summarise later with famr-summarize %s", reason, sweep_dir)
             return
         last_outcome = _outcome(summary)
         log.info("Sweep summary (%d jobs, %d not ok) written to %s", last_outcome.total, last_outcome.failed, sweep_dir / "summary.md")

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
-from famr_cli.batches import Augment, make_batches
+from famr_cli.augment import Augment
+from famr_cli.batches import make_batches
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
 from famr_cli.train.checkpoint import TrainingCheckpoint

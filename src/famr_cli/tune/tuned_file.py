@@ -39,11 +39,13 @@ def write_tuned_file(
     earlier = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
     earlier.pop("tuned_by", None)
     values = {**earlier, **{k.removeprefix("method."): v for k, v in best_params.items()}}
-    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
-    tuned_by = yaml.safe_dump({"tuned_by": {"protocol": "famr-tune", **provenance, "date": time.strftime("%Y-%m-%d")}}, sort_keys=False)
+    values["tuned_by"] = {"protocol": "famr-tune", **provenance, "date": time.strftime("%Y-%m-%d")}
+    # One dump, block style throughout: a flow-style mapping (what PyYAML picks for a mapping of scalars
+    # alone) followed by more keys is not valid YAML, and Hydra could not compose the file.
+    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
     header = HEADER.format(experiment=experiment, forget=forget, trials=provenance["trials"], objective=objective, guard=guard)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + body + tuned_by)
+    tmp.write_text(header + body)
     tmp.replace(path)
     return path

@@ -1,1 +1,1 @@
-"""FAMR's certificate: per-run stationarity and drift figures, the head's Newton/influence prediction, the convex proof."""
+"""FAMR's certificate: stationarity and drift on every run, the head's Newton/influence prediction (the convex proof: famr_lab)."""

@@ -10,11 +10,8 @@ Definitions and sources: docs/robustness.md.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from famr_cli.evaluate.robustness.base import ModelView, RobustnessCheck
-from famr_cli.registry import Registry
+from famr_cli.registry import Registry, import_submodules
 
 CHECKS: Registry[type[RobustnessCheck]] = Registry("robustness check", "evaluate.robustness.<check>")
 
@@ -27,6 +24,4 @@ __all__ = ["CHECKS", "ModelView", "RobustnessCheck", "register"]
 
 # Every module here but the shared machinery is one check: importing it registers it.
 SHARED_MODULES = {"base", "sets", "run"}
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in SHARED_MODULES:
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__, skip=SHARED_MODULES)

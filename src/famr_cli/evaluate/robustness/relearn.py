@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
-from famr_cli.evaluate.certificate.newton import classifier_head
+from famr_cli.evaluate.certificate.head import classifier_head
 from famr_cli.evaluate.robustness import register
 from famr_cli.evaluate.robustness.base import CheckContext, ModelView, RobustnessCheck, accuracy_on, percent_correct
 from famr_cli.evaluate.robustness.sets import first_per_class

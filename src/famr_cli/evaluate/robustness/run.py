@@ -20,7 +20,7 @@ from famr_cli.cache import CacheEntry, build_once, cache_key
 from famr_cli.checks import flag, whole
 from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
-from famr_cli.evaluate.certificate.newton import head_features
+from famr_cli.evaluate.certificate.head import head_features
 from famr_cli.evaluate.model_eval import Predictions
 from famr_cli.evaluate.robustness import CHECKS
 from famr_cli.evaluate.robustness.base import CheckContext, ModelView, RobustnessCheck
