@@ -50,6 +50,7 @@ from famr_cli.pipeline import unlearn
 from famr_cli.prepared import Prepared, prepare
 from famr_cli.runtime import describe_device
 from famr_cli.train.classifier import fit_classifier
+from famr_cli.train.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = (1, 2, 4)
@@ -75,7 +76,7 @@ def retrain_seconds(cfg: DictConfig, p: Prepared, indices: torch.Tensor, epochs:
     recipe = cfg.train if epochs is None else OmegaConf.merge(cfg.train, {"epochs": epochs})
     model = build_model(cfg, p.data, p.device)
     start = time.perf_counter()
-    fit_classifier(model, p.data, indices, recipe, p.device, autocast=p.autocast)
+    fit_classifier(model, p.data, indices, TrainSettings.from_config(recipe), p.device, autocast=p.autocast)
     return time.perf_counter() - start
 
 

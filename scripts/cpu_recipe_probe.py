@@ -25,6 +25,7 @@ from famr_cli.backbone import build_backbone
 from famr_cli.dataset import load_dataset
 from famr_cli.runtime import keep_freed_memory
 from famr_cli.train.classifier import fit_classifier
+from famr_cli.train.settings import TrainSettings
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, batch: int = 500) -> float:
@@ -73,12 +74,17 @@ def main() -> None:
             "label_smoothing": args.label_smoothing,
             "grad_clip": None,
             "seed": 0,
-            "augment": {"crop_padding": args.crop_padding, "hflip": args.hflip},
+            "augment": {"crop_padding": args.crop_padding, "hflip": args.hflip, "padding_mode": "zeros", "cutout": 0},
         }
     )
     start = time.perf_counter()
     fit_classifier(
-        model, data, None, recipe, torch.device("cpu"), on_epoch_end=lambda e, loss: print(f"epoch {e + 1} loss {loss:.3f}", flush=True)
+        model,
+        data,
+        None,
+        TrainSettings.from_config(recipe),
+        torch.device("cpu"),
+        on_epoch_end=lambda e, loss: print(f"epoch {e + 1} loss {loss:.3f}", flush=True),
     )
     seconds = time.perf_counter() - start
     model.eval()

@@ -6,7 +6,7 @@ import torch
 
 from famr_cli.augment import Augment, _reflect_pad, random_crop, random_cutout
 from famr_cli.batches import TensorBatches
-from famr_cli.validate import _check_train
+from famr_cli.train.settings import TrainSettings, augment_settings
 
 
 def test_reflect_padding_mirrors_the_border_without_repeating_it():
@@ -45,7 +45,8 @@ def test_batches_apply_cutout_after_normalisation_and_augment_reads_old_recipes(
     )
     xb, _ = next(iter(batches))
     assert set(xb.unique().tolist()) == {0.0, 2.0}  # (1 - 0.5) / 0.25 outside the square, the mean (0) inside
-    assert Augment.from_config({"crop_padding": 4, "hflip": True}) == Augment(4, True, "zeros", 0)
+    section = {"crop_padding": 4, "hflip": True, "padding_mode": "reflect", "cutout": 2}
+    assert augment_settings(section) == Augment(4, True, "reflect", 2)
 
 
 def test_bad_augment_values_are_one_sentence():
@@ -62,4 +63,4 @@ def test_bad_augment_values_are_one_sentence():
     ):
         bad = OmegaConf.create({**train, "augment": {**train["augment"], key: value}})
         with pytest.raises(FamrError, match=fragment):
-            _check_train(bad)
+            TrainSettings.from_config(bad)

@@ -151,6 +151,8 @@ def test_no_method_module_imports_another():
                 assert node.module.rsplit(".", 1)[1] not in modules, f"{path.name} imports {node.module}"
 
 
-def test_unknown_optimizer_is_worded_in_one_place_among_the_methods():
-    sources = {path.name: path.read_text() for path in METHOD_DIR.glob("*.py")}
-    assert [name for name, text in sources.items() if "Unknown optimizer" in text] == ["shared.py"]
+def test_unknown_optimizer_and_schedule_are_worded_in_one_place():
+    """train.* and method.* name a bad optimizer or schedule with the one sentence of train/optim.py."""
+    sources = {path.relative_to(METHOD_DIR.parent).as_posix(): path.read_text() for path in METHOD_DIR.parent.rglob("*.py")}
+    for phrase in ("Unknown optimizer", "Unknown schedule"):
+        assert [name for name, text in sources.items() if phrase in text] == ["train/optim.py"], phrase

@@ -30,16 +30,6 @@ class Augment:
     def active(self) -> bool:
         return self.crop_padding > 0 or self.hflip or self.cutout > 0
 
-    @classmethod
-    def from_config(cls, cfg) -> Augment:
-        """From a ``train.augment`` section; keys a recipe leaves out keep their defaults."""
-        return cls(
-            int(cfg.get("crop_padding", 0)),
-            bool(cfg.get("hflip", False)),
-            str(cfg.get("padding_mode", "zeros")),
-            int(cfg.get("cutout", 0)),
-        )
-
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 images to model inputs. Float images are model-ready values already (famr_cli.api's): they

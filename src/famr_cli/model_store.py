@@ -27,6 +27,7 @@ from famr_cli.runtime import seed_everything
 from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.classifier import fit_classifier
 from famr_cli.train.distributed import Shard, broadcast_flag, current_shard
+from famr_cli.train.settings import TrainSettings
 from famr_cli.weights import UserWeights, load_into
 
 log = logging.getLogger("famr")
@@ -127,7 +128,8 @@ def get_trained_model(
         return TrainedModel(model, key, True, time.perf_counter() - start, trained_s)
 
     def train() -> TrainedModel:
-        epochs = int(cfg.train.epochs)
+        recipe = TrainSettings.from_config(cfg.train)
+        epochs = recipe.epochs
         samples = len(data.y_train) if indices is None else len(indices)
         log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
         # Beside the entry, hidden like its lock: an interrupted training resumes from here.
@@ -144,7 +146,7 @@ def get_trained_model(
             model,
             data,
             indices,
-            cfg.train,
+            recipe,
             device,
             show_progress=show_progress,
             on_epoch_end=on_epoch_end,

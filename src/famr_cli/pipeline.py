@@ -13,7 +13,6 @@ import torch.nn as nn
 from omegaconf import DictConfig
 
 from famr_cli.assessment import assess_robustness, cached_evaluation, certify, evaluate
-from famr_cli.augment import Augment
 from famr_cli.evaluate.certificate.run import output_drift
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.evaluate.report import compare_to_reference
@@ -24,6 +23,7 @@ from famr_cli.model_store import get_original_model, get_retrain_model, user_ori
 from famr_cli.prepared import Prepared, prepare
 from famr_cli.results_document import RunRecord, results_document
 from famr_cli.runtime import seed_everything
+from famr_cli.train.settings import TrainSettings
 
 log = logging.getLogger("famr")
 
@@ -105,7 +105,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
             retrain = get_retrain_model(cfg, p, logger)
         return retrain.model, retrain.recorded_train_s
 
-    augment = Augment.from_config(cfg.train.augment)
+    augment = TrainSettings.from_config(cfg.train).augment
     ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, augment, retrain_reference)
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
     if report.recorded_s is not None:

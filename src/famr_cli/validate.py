@@ -17,9 +17,8 @@ from pathlib import Path
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from famr_cli.augment import PADDING_MODES
 from famr_cli.backbone import build_skeleton
-from famr_cli.checks import flag, number, whole
+from famr_cli.checks import flag, whole
 from famr_cli.config_schema import check_known_keys
 from famr_cli.dataset import describe_dataset
 from famr_cli.errors import FamrError
@@ -27,7 +26,7 @@ from famr_cli.evaluate.report import EvalSettings
 from famr_cli.forget import check_forget_config
 from famr_cli.method import build_method
 from famr_cli.runtime import threads_per_job
-from famr_cli.train.optim import OPTIMIZERS, SCHEDULES
+from famr_cli.train.settings import TrainSettings
 
 # wandb.init's modes (wandb 0.31: Settings.mode).
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
@@ -39,7 +38,7 @@ def validate_run_settings(cfg: DictConfig) -> nn.Module:
     check_known_keys(cfg)
     _check_root_keys(cfg)
     _check_logger(cfg.logger)
-    _check_train(cfg.train)
+    TrainSettings.from_config(cfg.train)
     EvalSettings.from_config(cfg, None)
     method = build_method(cfg.method)  # the method's own option checks
     shape = describe_dataset(cfg.dataset)
@@ -94,29 +93,3 @@ def _check_cache_dir(cache_dir: object) -> None:
 def _check_logger(cfg: DictConfig) -> None:
     if cfg.get("name") == "wandb" and cfg.get("mode") not in WANDB_MODES:
         raise FamrError(f"Unknown logger.mode '{cfg.get('mode')}': set logger.mode (or WANDB_MODE) to one of offline, online, disabled.")
-
-
-def _check_train(cfg: DictConfig) -> None:
-    """The ``train`` recipe (shared by the original model and Retrain), checked before any training."""
-    if cfg.get("optimizer") not in OPTIMIZERS:
-        raise FamrError(f"Unknown optimizer '{cfg.get('optimizer')}': set train.optimizer to one of {', '.join(OPTIMIZERS)}.")
-    number(cfg.lr, "train.lr", 0.05, positive=True)
-    number(cfg.get("momentum", 0.9), "train.momentum", 0.9, minimum=0)
-    flag(cfg.get("nesterov", False), "train.nesterov")
-    number(cfg.get("weight_decay", 0.0), "train.weight_decay", "5e-4", minimum=0)
-    if cfg.get("schedule", "constant") not in SCHEDULES:
-        raise FamrError(f"Unknown schedule '{cfg.get('schedule')}': set train.schedule to one of {', '.join(SCHEDULES)}.")
-    whole(cfg.get("warmup_epochs", 0), "train.warmup_epochs", 1, minimum=0)
-    whole(cfg.epochs, "train.epochs", 80, minimum=1)
-    whole(cfg.batch_size, "train.batch_size", 64, minimum=1)
-    if not 0 <= number(cfg.get("label_smoothing", 0.0), "train.label_smoothing", 0.1) <= 1:
-        raise FamrError(f"train.label_smoothing must lie in [0, 1] (got {cfg.label_smoothing}); use e.g. train.label_smoothing=0.1.")
-    if cfg.get("grad_clip") is not None:
-        number(cfg.grad_clip, "train.grad_clip", 1.0, positive=True)
-    augment = cfg.get("augment") or {}
-    whole(augment.get("crop_padding", 0), "train.augment.crop_padding", 4, minimum=0)
-    flag(augment.get("hflip", False), "train.augment.hflip")
-    if augment.get("padding_mode", "zeros") not in PADDING_MODES:
-        raise FamrError(f"Unknown train.augment.padding_mode '{augment.get('padding_mode')}': use zeros or reflect.")
-    whole(augment.get("cutout", 0), "train.augment.cutout", 8, minimum=0)
-    whole(cfg.get("seed", 0), "train.seed", 0, minimum=0)

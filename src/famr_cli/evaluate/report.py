@@ -7,7 +7,7 @@ forget=style; then Avg. Gap and JS divergence between a method and the retrained
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,24 +30,30 @@ EVAL_SPLITS = ("test", "val")
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The ``evaluate`` config section, validated."""
+    """The ``evaluate`` config section, validated; its defaults live in conf/evaluate/default.yaml alone."""
 
-    reference: str = "retrain"
-    mia: bool = True
-    mia_max_shadow: int = 5000
-    batch_size: int = 1024
-    autocast: torch.dtype | None = None
-    seed: int = 0
-    certificate: bool = True
-    newton_tol: float = 1e-8
-    newton_max_iter: int = 1000
-    influence_damping: float = 1e-3
-    split: str = "test"  # "val": score on dataset.val_per_class's held-out images instead of the test set
-    robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
+    reference: str
+    mia: bool
+    mia_max_shadow: int
+    batch_size: int  # the root key eval_batch_size
+    autocast: torch.dtype | None
+    seed: int  # the root key seed
+    certificate: bool
+    newton_tol: float
+    newton_max_iter: int
+    influence_damping: float
+    split: str  # "val": score on dataset.val_per_class's held-out images instead of the test set
+    robustness: RobustnessSettings
 
     @classmethod
     def from_config(cls, cfg: DictConfig, autocast: torch.dtype | None) -> EvalSettings:
         section = cfg.evaluate
+        for key in ("reference", "mia", "mia_max_shadow", "certificate", "newton", "split", "robustness"):
+            if key not in section:
+                raise FamrError(
+                    f"evaluate needs evaluate.{key}, which the config does not set; "
+                    "restore it (its default is in conf/evaluate/default.yaml)."
+                )
         if section.reference not in REFERENCES:
             raise FamrError(f"Unknown evaluate.reference '{section.reference}': use retrain (train the gold standard once) or none.")
         mia = flag(section.mia, "evaluate.mia")
@@ -55,21 +61,21 @@ class EvalSettings:
             raise FamrError(f"evaluate.mia_max_shadow must be at least 1 (got {section.mia_max_shadow}); try 5000.")
         batch_size = whole(cfg.eval_batch_size, "eval_batch_size", 1024, minimum=1)
         seed = whole(cfg.seed, "seed", 0, minimum=0)
-        certificate = flag(section.get("certificate", True), "evaluate.certificate")
-        newton = section.get("newton") or {}
-        tol = number(newton.get("tol", 1e-8), "evaluate.newton.tol", "1e-8")
-        max_iter = whole(newton.get("max_iter", 1000), "evaluate.newton.max_iter", 1000)
-        damping = number(newton.get("influence_damping", 1e-3), "evaluate.newton.influence_damping", "1e-3")
+        certificate = flag(section.certificate, "evaluate.certificate")
+        newton = section.newton
+        tol = number(newton.tol, "evaluate.newton.tol", "1e-8")
+        max_iter = whole(newton.max_iter, "evaluate.newton.max_iter", 1000)
+        damping = number(newton.influence_damping, "evaluate.newton.influence_damping", "1e-3")
         if not (0 < tol < 1) or max_iter < 1 or damping < 0:
             raise FamrError(
                 "evaluate.newton needs 0 < tol < 1, max_iter >= 1 and influence_damping >= 0 "
                 f"(got tol={tol}, max_iter={max_iter}, influence_damping={damping}); the defaults are 1e-8, 1000, 1e-3."
             )
         shadow = int(section.mia_max_shadow)
-        split = section.get("split", "test")
+        split = section.split
         if split not in EVAL_SPLITS:
             raise FamrError(f"Unknown evaluate.split '{split}': use test (the tables' figures) or val (famr-tune's selection).")
-        robustness = RobustnessSettings.from_config(section.get("robustness"))
+        robustness = RobustnessSettings.from_config(section.robustness)
         return cls(
             str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping, str(split), robustness
         )

@@ -20,7 +20,7 @@ from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import MethodSettings, UnlearnContext
 from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
-from famr_cli.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
+from famr_cli.train.optim import build_optimizer, build_schedule, optimizer_name, schedule_name
 
 BN_MODES = ("eval", "train")
 
@@ -56,9 +56,7 @@ class RetainTrainingSettings(ScheduledSettings):
 
 
 def optimizer_option(value: Any) -> str:
-    if value not in OPTIMIZERS:
-        raise FamrError(f"Unknown optimizer '{value}': set method.optimizer to one of {', '.join(OPTIMIZERS)}.")
-    return str(value)
+    return optimizer_name(value, "method")
 
 
 def bn_option(value: Any) -> str:
@@ -84,9 +82,7 @@ def training_options(c: Mapping[str, Any], *, suggested_lr: float) -> dict[str, 
     values["epochs"] = whole(c["epochs"], "method.epochs", 10, minimum=1)
     values["batch_size"] = whole(c["batch_size"], "method.batch_size", 256, minimum=1)
     if "schedule" in c:
-        if c["schedule"] not in SCHEDULES:
-            raise FamrError(f"Unknown schedule '{c['schedule']}': set method.schedule to one of {', '.join(SCHEDULES)}.")
-        values["schedule"] = str(c["schedule"])
+        values["schedule"] = schedule_name(c["schedule"], "method")
     if "augment" in c:
         values["augment"] = flag(c["augment"], "method.augment")
     return values

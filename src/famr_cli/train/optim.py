@@ -13,6 +13,19 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 
 
+def optimizer_name(value: object, section: str) -> str:
+    """``value`` if it names an optimizer, else the one sentence every section (``train``, ``method``) gives."""
+    if value not in OPTIMIZERS:
+        raise FamrError(f"Unknown optimizer '{value}': set {section}.optimizer to one of {', '.join(OPTIMIZERS)}.")
+    return str(value)
+
+
+def schedule_name(value: object, section: str) -> str:
+    if value not in SCHEDULES:
+        raise FamrError(f"Unknown schedule '{value}': set {section}.schedule to one of {', '.join(SCHEDULES)}.")
+    return str(value)
+
+
 def build_optimizer(
     params: Iterable[torch.nn.Parameter],
     name: str,
@@ -32,17 +45,16 @@ def build_optimizer(
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
+    if optimizer_name(name, key) == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise FamrError(f"Unknown optimizer '{name}': set {key}.optimizer to one of {', '.join(OPTIMIZERS)}.")
+    raise AssertionError(f"optimizer {name} is listed in OPTIMIZERS but not built")
 
 
 def build_schedule(
     optimizer: torch.optim.Optimizer, name: str, total_steps: int, *, key: str, warmup_steps: int = 0, step_gamma: float = 0.1
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step multiplier on the base lr: linear warm-up, then constant, cosine or step decay."""
-    if name not in SCHEDULES:
-        raise FamrError(f"Unknown schedule '{name}': set {key}.schedule to one of {', '.join(SCHEDULES)}.")
+    schedule_name(name, key)
     total = max(total_steps, 1)
 
     def factor(step: int) -> float:
