@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
 PROFILE ?= paper
 
-.PHONY: install demo test lint tune tune-famr clean reproduce fault-drill bench
+.PHONY: install demo test test-fast lint tune tune-famr clean reproduce fault-drill bench
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The inner loop: every test that neither trains a model nor starts a famr process.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check src tests scripts

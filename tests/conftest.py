@@ -37,6 +37,17 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+# Fixtures that train models or run famr-run: every test that uses one is in the slow tier, which
+# `make test-fast` leaves out (tests that start such processes themselves carry @pytest.mark.slow).
+SLOW_FIXTURES = {"quickstart_runs", "drill_run", "installed", "method_sweep", "reference_runs", "uninterrupted", "trained"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = FAMR_RUN) -> subprocess.CompletedProcess:
     args = _without_reference_by_default(args)
     return subprocess.run([exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600)

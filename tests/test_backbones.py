@@ -74,6 +74,7 @@ def test_bad_backbone_values_are_rejected():
         build_backbone(cfg, 10, 3, 32)
 
 
+@pytest.mark.slow
 def test_pretrained_offline_fails_with_one_sentence():
     code = (
         "from omegaconf import OmegaConf\n"

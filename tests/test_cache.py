@@ -15,6 +15,7 @@ def _cfg(tmp_path, *extra):
     return compose_config([f"cache_dir={tmp_path}", "train.epochs=2", "progress=false", *extra])
 
 
+@pytest.mark.slow
 def test_key_depends_on_what_determines_the_model_only(tmp_path):
     base = original_cache_key(_cfg(tmp_path))
     assert original_cache_key(_cfg(tmp_path)) == base
@@ -25,6 +26,7 @@ def test_key_depends_on_what_determines_the_model_only(tmp_path):
     assert original_cache_key(_cfg(tmp_path, "method.lam=5", "forget.classes=[3]")) == base
 
 
+@pytest.mark.slow
 def test_miss_trains_and_hit_loads_identical_weights_without_training(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
@@ -42,6 +44,7 @@ def test_miss_trains_and_hit_loads_identical_weights_without_training(tmp_path, 
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_corrupt_entry_is_moved_aside_and_rebuilt(tmp_path, caplog):
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
@@ -55,6 +58,7 @@ def test_corrupt_entry_is_moved_aside_and_rebuilt(tmp_path, caplog):
     assert get_original_model(cfg, p.data, p.device, ExperimentLogger(), False).hit
 
 
+@pytest.mark.slow
 def test_original_predictions_are_computed_once_per_model(tmp_path, monkeypatch):
     from famr_cli.assessment import original_predictions
 
@@ -72,6 +76,7 @@ def test_original_predictions_are_computed_once_per_model(tmp_path, monkeypatch)
     assert torch.equal(first.train, second.train) and torch.equal(first.test, second.test)
 
 
+@pytest.mark.slow
 def test_precision_bf16_trains_on_cpu(tmp_path):
     cfg = _cfg(tmp_path, "precision=bf16", "train.epochs=1")
     p = prepare(cfg)

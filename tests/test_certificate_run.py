@@ -56,6 +56,7 @@ def test_output_drift_is_zero_for_an_unchanged_model_and_kl_for_a_changed_one():
     assert changed["changed_predictions"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_famr_run_writes_finite_certificate_fields_that_match_the_identity(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(["train.epochs=2", "method.epochs=3", f"hydra.run.dir={run}"], cwd=tmp_path)
@@ -70,6 +71,7 @@ def test_a_famr_run_writes_finite_certificate_fields_that_match_the_identity(tmp
     assert "certificate: g* = ||grad L_f(theta*)||" in proc.stdout and "drift on retained test images" in proc.stdout
 
 
+@pytest.mark.slow
 def test_certificate_can_be_switched_off_and_baselines_report_drift_only(tmp_path):
     proc = run_cli(["train.epochs=2", "method=finetune", "method.epochs=1", f"hydra.run.dir={tmp_path / 'ft'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -80,6 +82,7 @@ def test_certificate_can_be_switched_off_and_baselines_report_drift_only(tmp_pat
     assert set(read_results(tmp_path / "off")["certificate"]) == {"param_dist", "anchored_param_dist", "steps"}
 
 
+@pytest.mark.slow
 def test_a_failing_certificate_is_reported_and_never_costs_the_results(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 

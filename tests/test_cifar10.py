@@ -152,6 +152,7 @@ def test_image_folder_second_load_hits_the_decode_cache(cifar_folder, tmp_path, 
 # --- 2. .tar.gz and the decode cache --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_archive_gives_the_same_tensors_and_is_cached_per_size(cifar_archive, tmp_path, monkeypatch):
     archive, expected = cifar_archive
     cache = tmp_path / "cache"
@@ -372,6 +373,7 @@ def test_unverifiable_torchvision_batches_are_a_famr_error(via, tmp_path, monkey
 # --- 5. a corrupt decoded-cache entry --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_corrupt_cache_entry_is_set_aside_and_decoded_again(cifar_folder, tmp_path, caplog):
     folder, expected = cifar_folder
     cache = tmp_path / "cache"

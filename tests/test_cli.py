@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import run_cli
 
 CORE_KEYS = {"status", "method", "config", "metrics", "gaps", "timing", "certificate", "cache"}
 METRIC_KEYS = {"test_acc", "forget_train_acc", "forget_test_acc", "retain_train_acc", "retain_test_acc", "per_class_test_acc"}
 
 
+@pytest.mark.slow
 def test_info_and_cfg_job_work_outside_the_repo(tmp_path):
     info = run_cli(["--info"], cwd=tmp_path)
     assert info.returncode == 0, info.stderr
@@ -17,6 +20,7 @@ def test_info_and_cfg_job_work_outside_the_repo(tmp_path):
     assert "lam: 0.5" in job.stdout and "name: famr" in job.stdout
 
 
+@pytest.mark.slow
 def test_unknown_override_key_gets_hydras_error(tmp_path):
     proc = run_cli(["method.lamda=1"], cwd=tmp_path)
     assert proc.returncode != 0

@@ -52,6 +52,7 @@ def test_too_many_rows_per_class_is_one_sentence(tmp_path):
         _digits(tmp_path, train_per_class=900, val_per_class=100)
 
 
+@pytest.mark.slow
 def test_scoring_on_the_validation_split_end_to_end(tmp_path):
     base = ["train.epochs=1", "method.epochs=5", "dataset.val_per_class=15"]
     missing = run_cli(["train.epochs=1", "evaluate.split=val"], tmp_path)

@@ -14,6 +14,7 @@ TORCHRUN = str(Path(FAMR_RUN).with_name("torchrun"))
 
 
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
+@pytest.mark.slow
 def test_two_process_ddp_trains_once_and_rank0_alone_reports(tmp_path):
     args = ["train.epochs=6", "method.epochs=2", "evaluate.reference=retrain", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.run(

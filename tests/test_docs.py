@@ -212,6 +212,7 @@ def _compose(overrides: list[str]):
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.where for c in COMMANDS])
+@pytest.mark.slow
 def test_documented_command_composes(command: Command):
     try:
         overrides = _overrides(command.text)
@@ -287,3 +288,57 @@ def test_readme_links_every_docs_page():
     linked = {(ROOT / target.split("#", 1)[0]).resolve() for _, target in _links(ROOT / "README.md")}
     missing = [p.relative_to(ROOT).as_posix() for p in PAGES[1:] if p.resolve() not in linked]
     assert not missing, f"README.md links none of: {', '.join(missing)}"
+
+
+ENV_DEFAULT = re.compile(r"\$\{oc\.env:(\w+),[^}]*\}")
+
+
+def _option_tables() -> list[tuple[str, int, str, str]]:
+    """(option file, line, key, documented default) of every ``| key | default | meaning |`` table in
+    docs/configuration.md, each under its ``**`group=option`**`` (or ``**Top level**``) heading."""
+    lines = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines()
+    rows, source = [], None
+    for n, line in enumerate(lines):
+        heading = re.match(r"\*\*(?:`(\w+)=(\w+)`|Top level)\*\*", line)
+        if heading:
+            source = f"{heading.group(1)}/{heading.group(2)}.yaml" if heading.group(1) else "config.yaml"
+        if line.startswith("| key | default |"):
+            assert source is not None, f"docs/configuration.md:{n + 1}: an option table with no **`group=option`** heading above it"
+            for offset, row in enumerate(lines[n + 2 :], start=n + 3):
+                if not row.startswith("|"):
+                    break
+                key, default = (cell.strip() for cell in row.strip("|").split("|")[:2])
+                rows.append((source, offset, key.strip("`"), default))
+    return rows
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)  # "1e-3": YAML 1.1 reads it as a string, the docs' reader as a number
+    except ValueError:
+        return None
+
+
+def test_the_option_reference_matches_the_config_files():
+    """Every key docs/configuration.md documents exists in its option's YAML, with the default the YAML holds."""
+    import yaml
+
+    rows = _option_tables()
+    assert len(rows) >= 40, f"only {len(rows)} documented options found: has the page's table layout changed?"
+    wrong = []
+    for source, line, key, default in rows:
+        shipped = yaml.safe_load((Path(CONFIG_DIR) / source).read_text())
+        where = f"docs/configuration.md:{line} ({source}: {key})"
+        if key not in shipped:
+            wrong.append(f"{where}: no such key")
+            continue
+        value, documented = shipped[key], re.match(r"`([^`]*)`", default)
+        env = ENV_DEFAULT.fullmatch(str(value))
+        if env:  # shown as "`$VAR` or ..."
+            ok = documented is not None and documented.group(1) == f"${env.group(1)}"
+        else:
+            text = documented.group(1) if documented else None
+            ok = text is not None and (yaml.safe_load(text) == value or (isinstance(value, float) and _as_float(text) == value))
+        if not ok:
+            wrong.append(f"{where}: documented {default!r}, shipped {value!r}")
+    assert not wrong, "the option reference drifted from the config files:\n" + "\n".join(wrong)

@@ -14,6 +14,7 @@ SHARED_CIFAR = Path(os.environ.get("FAMR_SHARED_DATA", Path(__file__).resolve().
 
 
 @pytest.mark.parametrize("experiment", ["cifar10_cpu", "cifar10_resnet18", "cifar10_vit"])
+@pytest.mark.slow
 def test_cifar10_experiments_run_end_to_end_on_a_tiny_folder(experiment, tmp_path):
     make_cifar_folder(tmp_path / "cifar")  # 3 training images per class
     # cifar10_cpu keeps 3,000 training images per class and holds 500 out: here 2 and 1, the same path in small.
@@ -41,6 +42,7 @@ def test_cifar10_experiments_run_end_to_end_on_a_tiny_folder(experiment, tmp_pat
         assert results["dataset"]["num_train"] == 20 and results["config"]["dataset"]["val_per_class"] == 1
 
 
+@pytest.mark.slow
 def test_missing_cifar10_stops_with_one_sentence_naming_both_sources(tmp_path):
     proc = run_cli(["experiment=cifar10_cpu", f"dataset.root={tmp_path / 'nowhere'}"], cwd=tmp_path)
     assert proc.returncode == 2
@@ -50,6 +52,7 @@ def test_missing_cifar10_stops_with_one_sentence_naming_both_sources(tmp_path):
 
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason=f"shared CIFAR-10 copy not found at {SHARED_CIFAR}")
+@pytest.mark.slow
 def test_shared_cifar10_copy_decodes_to_the_full_dataset(tmp_path):
     from conftest import compose_config
     from famr_cli.dataset import load_dataset

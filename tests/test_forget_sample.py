@@ -43,6 +43,7 @@ def test_fraction_split_partitions_the_training_set_and_keeps_the_whole_test_set
     assert split.description == "1,437 × 10% = 144 samples (seed 0)"
 
 
+@pytest.mark.slow
 def test_draw_is_reproducible_for_a_seed_and_differs_across_seeds(tmp_path):
     a, _ = split_for(["forget.seed=3"], tmp_path)
     b, _ = split_for(["forget.seed=3"], tmp_path)
@@ -54,6 +55,7 @@ def test_draw_is_reproducible_for_a_seed_and_differs_across_seeds(tmp_path):
     assert torch.equal(split_for(["seed=3"], tmp_path)[0].forget_train, a.forget_train)
 
 
+@pytest.mark.slow
 def test_train_test_split_and_original_model_do_not_depend_on_the_forget_seed(tmp_path):
     """The spec only picks among training indices: every forget sample was trained on (unlike SalUn's split)."""
     cfgs = [compose_config(["forget=sample", f"forget.seed={s}"]) for s in (1, 2)] + [compose_config(["forget=class"])]
@@ -184,6 +186,7 @@ def test_score_reports_no_forget_test_figure_and_retain_test_on_the_full_test_se
     assert saved["forget_test_acc"] is None and saved["retain_test_acc"] == pytest.approx(75.0)
 
 
+@pytest.mark.slow
 def test_cli_run_writes_forget_indices_and_results(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(

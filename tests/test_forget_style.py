@@ -99,6 +99,7 @@ def test_prepare_trains_on_the_stylized_training_set(tmp_path):
     assert torch.equal(p.data.x_train, p.split.x_train) and torch.equal(p.data.y_train, p.split.y_train)
 
 
+@pytest.mark.slow
 def test_cache_key_includes_the_style_spec_but_not_class_overrides(tmp_path):
     def key(*extra):
         return original_cache_key(compose_config([f"cache_dir={tmp_path}", *extra]))
@@ -137,6 +138,7 @@ def test_rgb_data_accepts_grayscale(digits):
     assert torch.equal(split.x_train, rgb.x_train)  # equal channels: luma (0.299+0.587+0.114 = 1) leaves them unchanged
 
 
+@pytest.mark.slow
 def test_cli_run_reports_style_metrics(tmp_path):
     args = ["forget=style", "forget.style=invert", "forget.relabel_to=0", "train.epochs=2", "method.epochs=2"]
     proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)

@@ -108,6 +108,7 @@ def test_decode_resizes_the_short_side_then_centre_crops(tmp_path):
         imagenet100.decode_square(tmp_path / "broken.JPEG", 20)
 
 
+@pytest.mark.slow
 def test_second_load_reuses_the_decode_cache_without_decoding(tree, tmp_path, monkeypatch):
     first = _load(tree, tmp_path)
 
@@ -219,6 +220,7 @@ def test_streamed_evaluation_is_the_normalised_centre_crop(tree, tmp_path):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow
 def test_streamed_training_covers_each_sample_once_and_is_reproducible(tree, tmp_path, workers):
     data = _load(tree, tmp_path)
     n = len(data.y_train)
@@ -258,6 +260,7 @@ def test_in_memory_data_still_gets_tensor_batches(tmp_path):
     assert isinstance(batches, TensorBatches) and not data.streamed and data.img_size == 8
 
 
+@pytest.mark.slow
 def test_pipeline_trains_unlearns_and_evaluates_on_the_tiny_tree(tree, tmp_path):
     from famr_cli.evaluate.model_eval import evaluate_model
     from famr_cli.logger import ExperimentLogger

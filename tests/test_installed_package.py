@@ -34,6 +34,7 @@ def test_wheel_contains_every_config_file(installed):
     assert not (installed / "famr_cli" / "conf").is_symlink()
 
 
+@pytest.mark.slow
 def test_installed_console_script_runs_from_a_foreign_directory(installed, tmp_path):
     env = cli_env(tmp_path, PYTHONPATH=str(installed))
     exe = str(installed / "bin" / "famr-run")

@@ -54,6 +54,7 @@ def test_optuna_gap_sweeper_composes_as_famrs_own_sweeper_with_a_seeded_declared
     assert sweeper.max_retain_drop == 10.0
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_both_jobs_on_one_cached_original(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
@@ -82,6 +83,7 @@ def _optuna_sweep(tmp_path, reference: str):
     return sweep
 
 
+@pytest.mark.slow
 def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
     sweep = _optuna_sweep(tmp_path, "evaluate.reference=retrain")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -95,6 +97,7 @@ def test_optuna_sweep_minimises_the_avg_gap_and_writes_its_best_value(tmp_path):
     assert best["best_value"] == pytest.approx(min(gaps))  # the sweeper minimised what results.json reports
 
 
+@pytest.mark.slow
 def test_optuna_sweep_goes_on_after_a_trial_without_an_objective(tmp_path):
     # No Retrain reference, so gaps.avg_gap is missing and every trial's objective is +inf (as for a diverged job).
     sweep = _optuna_sweep(tmp_path, "evaluate.reference=none")

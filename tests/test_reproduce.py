@@ -328,6 +328,7 @@ def test_missing_data_exits_2_with_one_sentence_before_running_anything(tmp_path
     assert not runs.exists()
 
 
+@pytest.mark.slow
 def test_smoke_profile_end_to_end(tmp_path):
     out, runs = tmp_path / "tables", tmp_path / "runs"
     proc = run_script(["--profile", "smoke", "--out", str(out), "--runs", str(runs)], cli_env(tmp_path), tmp_path)

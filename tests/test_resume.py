@@ -65,6 +65,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights_and_metrics(tmp_path, uninterrupted, sig):
     reference, reference_weights = uninterrupted
     proc = _start(tmp_path, "killed")
@@ -103,6 +104,7 @@ def _cfg(tmp_path, *extra):
     return compose_config([f"cache_dir={tmp_path}", "train.epochs=4", "progress=false", *extra])
 
 
+@pytest.mark.slow
 def test_damaged_training_state_is_set_aside_and_training_starts_over(tmp_path, caplog):
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
@@ -154,6 +156,7 @@ def test_divergence_names_the_first_bad_step_and_the_fix():
     assert calls["n"] == 10, "found at the end of epoch 2 at the latest, not after all 3 epochs"
 
 
+@pytest.mark.slow
 def test_diverging_original_training_writes_status_diverged(tmp_path):
     proc = run_cli(["train.epochs=3", "train.lr=1e12", "train.warmup_epochs=0", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr[-2000:]
@@ -164,6 +167,7 @@ def test_diverging_original_training_writes_status_diverged(tmp_path):
     assert not list((tmp_path / "cache").glob("original/[0-9a-f]*")), "a diverged model is never cached"
 
 
+@pytest.mark.slow
 def test_deterministic_pipeline_repeats_every_digit(tmp_path):
     """Fresh caches, so the original model, the forget-set draw and the unlearning all run twice."""
 

@@ -123,6 +123,7 @@ def test_zeroed_head_row_is_recovered_by_the_probe_and_by_prototype_relearning()
     assert set(out["sets"]["sizes"]) == {"probe", "pool", "forget", "retain", "anchor"}
 
 
+@pytest.mark.slow
 def test_a_model_identical_to_retrain_has_no_residual_recoverability_and_equal_statistics():
     data, split = separable_problem()
     original = fitted_model(data)

@@ -31,6 +31,7 @@ def _entries(cache: Path, kind: str) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir() and ".bad-" not in p.name and not p.name.startswith(".")] if folder.is_dir() else []
 
 
+@pytest.mark.slow
 def test_lambda_sweep_trains_original_and_retrain_once_and_writes_summary_and_plots(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", *TINY, "method.lam=0.01,0.1,1", "evaluate.reference=retrain", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -75,6 +76,7 @@ def _write(counter: str) -> str:
     return "value"
 
 
+@pytest.mark.slow
 def test_processes_missing_one_entry_at_once_build_it_once(tmp_path):
     counter = str(tmp_path / "entry.value")
     with multiprocessing.get_context("spawn").Pool(4) as pool:
@@ -83,6 +85,7 @@ def test_processes_missing_one_entry_at_once_build_it_once(tmp_path):
     assert Path(counter + ".builds").read_text() == "built\n"
 
 
+@pytest.mark.slow
 def test_two_famr_runs_started_together_train_the_original_once(tmp_path):
     env = cli_env(tmp_path)
     procs = [
@@ -105,6 +108,7 @@ def test_two_famr_runs_started_together_train_the_original_once(tmp_path):
     assert hits == [False, True]
 
 
+@pytest.mark.slow
 def test_parallel_sweep_with_a_bad_job_still_summarises_and_exits_with_its_code(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
@@ -120,6 +124,7 @@ def test_parallel_sweep_with_a_bad_job_still_summarises_and_exits_with_its_code(
     assert "- job 1 (failed):" in (sweep / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_jobs_share_one_wandb_group_and_the_summary_is_logged(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", *TINY, "logger=wandb", "method.lam=0.1,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -157,6 +162,7 @@ def _ok_results(lam: float, forget: float, retain: float) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_summarize_script_rebuilds_the_summary_of_a_finished_sweep_and_counts_missing_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     _fake_job(sweep, 0, ["method.lam=0.1", "progress=false"], _ok_results(0.1, 10.0, 88.5))
@@ -176,6 +182,7 @@ def test_summarize_script_rebuilds_the_summary_of_a_finished_sweep_and_counts_mi
     assert (sweep / "tradeoff.png").read_bytes().startswith(PNG_MAGIC)
 
 
+@pytest.mark.slow
 def test_a_method_sweep_summary_has_one_method_column_and_labels_points_by_method(tmp_path):
     sweep = tmp_path / "sweep"
     for num, method in enumerate(("famr", "finetune")):
@@ -212,6 +219,7 @@ def test_objective_is_the_configured_results_value_and_inf_when_a_job_failed():
     assert objective_value(OmegaConf.create({"objective": "metrics.unlearned.UA"}), {"metrics": {"unlearned": {"UA": 90}}}) == 90.0
 
 
+@pytest.mark.slow
 def test_a_lambda_sweep_with_robustness_figures_plots_forgotten_against_relearned(tmp_path):
     sweep = tmp_path / "sweep"
     for num, lam in enumerate((0.1, 1.0)):

@@ -107,6 +107,7 @@ def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_famr_tune_needs_a_validation_split(tmp_path):
     proc = subprocess.run(
         [FAMR_TUNE, "--methods", "famr", "--trials", "1"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
@@ -114,6 +115,7 @@ def test_famr_tune_needs_a_validation_split(tmp_path):
     assert proc.returncode == 2 and "add dataset.val_per_class=N" in proc.stderr
 
 
+@pytest.mark.slow
 def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(tmp_path):
     proc = _tune(tmp_path, "--methods", "famr,ssd", "--trials", "2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -84,6 +84,7 @@ def test_timm_keyword_arguments_stay_free_form():
     check_known_keys(compose_config(["+backbone.kwargs.drop_rate=0.1"]))
 
 
+@pytest.mark.slow
 def test_famr_run_refuses_an_added_unknown_key_before_any_work(tmp_path):
     proc = run_cli(["+method.lamm=5"], tmp_path)
     assert proc.returncode == 2

@@ -91,6 +91,7 @@ def test_registry_holds_the_five_mia_features():
 # ---------------------------------------------------------------------------- MIA-Efficacy
 
 
+@pytest.mark.slow
 def test_mia_efficacy_is_100_when_forget_rows_look_like_non_members():
     members, nonmembers = one_hot_correct(40), diffuse_wrong(40)
     forget = diffuse_wrong(15)

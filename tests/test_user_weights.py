@@ -24,6 +24,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.parametrize("form", ["safetensors", "pt", "wrapped_ddp_pt"])
+@pytest.mark.slow
 def test_user_weights_are_unlearned_as_they_are(tmp_path, trained, form):
     _, weights, reference = trained
     state = load_file(str(weights))
@@ -68,6 +69,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_run(tmp_path):
     assert str(err.value).endswith(".") and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_truncated_missing_or_foreign_weights_get_one_sentence(tmp_path, trained):
     _, weights, _ = trained
     cut = tmp_path / "cut.safetensors"

@@ -16,6 +16,7 @@ def _run_files(root):
     return sorted(root.rglob("offline-run-*/run-*.wandb"))
 
 
+@pytest.mark.slow
 def test_offline_run_holds_config_curves_final_metrics_and_per_class_table(tmp_path):
     proc = run_cli([*TINY, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -39,6 +40,7 @@ def test_offline_run_holds_config_curves_final_metrics_and_per_class_table(tmp_p
     assert "wandb sync" in proc.stdout + proc.stderr  # tells the user how to upload later
 
 
+@pytest.mark.slow
 def test_multirun_jobs_never_share_a_wandb_run_even_when_one_fails(tmp_path):
     proc = run_cli(["-m", *TINY, "forget.classes=[42],[1]", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
     assert proc.returncode == 2  # the sweep reports the bad job at the end...
@@ -51,6 +53,7 @@ def test_multirun_jobs_never_share_a_wandb_run_even_when_one_fails(tmp_path):
     assert "1 of 2 sweep jobs did not finish ok" in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_wandb_never_fails_the_experiment(tmp_path):
     env = cli_env(tmp_path, WANDB_MODE="online", WANDB_API_KEY="", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="5")
     proc = run_cli([*TINY, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
