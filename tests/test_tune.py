@@ -17,7 +17,7 @@ from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune import report
 from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
-from famr_cli.tune.study import FAILED, OK, REJECTED, finish_trial, open_study, spent_trials
+from famr_cli.tune.study import FAILED, OK, REJECTED, already_tried, finish_trial, open_study, spent_trials
 from famr_cli.tune.sweeper import trial_outcome
 from famr_cli.tune.tuned_file import write_tuned_file
 
@@ -73,6 +73,24 @@ def test_a_resumed_study_keeps_finished_trials_and_retries_the_interrupted_one(t
     assert spent_trials(resumed) == 2
     assert [t.state.name for t in resumed.get_trials()] == ["COMPLETE", "PRUNED", "FAIL"]
     assert resumed.best_value == 1.5
+
+
+def test_a_resumed_study_draws_new_points_and_a_replay_counts_once(tmp_path):
+    journal = tmp_path / "s.journal"
+    first = open_study("s", str(journal), seed=0)
+    trial = first.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    first.tell(trial, 1.0)
+    resumed = open_study("s", str(journal), seed=0)  # a new process: the sampler starts again
+    again = resumed.ask()
+    assert again.suggest_float("x", 0.0, 1.0) != x  # seeded by (seed, trials so far), not by seed alone
+    resumed.tell(again, 2.0)
+    replay = resumed.ask()
+    replay.suggest_float("x", 0.0, 1.0)
+    resumed._storage.set_trial_param(replay._trial_id, "x", x, replay.distributions["x"])
+    resumed.tell(replay, 1.0)
+    assert len(resumed.trials) == 3 and spent_trials(resumed) == 2
+    assert already_tried(resumed, {"x": x}) and not already_tried(resumed, {"x": -1.0})
 
 
 def test_the_tuned_file_keeps_unsearched_keys_and_names_its_search(tmp_path):

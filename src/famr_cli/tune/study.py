@@ -35,6 +35,10 @@ def open_study(name: str, storage: str | None, seed: int, direction: str = "mini
         backend = JournalStorage(JournalFileBackend(str(storage)))
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(study_name=name, storage=backend, sampler=sampler, direction=direction, load_if_exists=True)
+    if study.trials:
+        # The sampler's random state is not in the journal: reseeded with `seed` alone, a resumed study
+        # would draw its first points again (TPE's start-up trials are random) and spend budget on replays.
+        study.sampler = optuna.samplers.TPESampler(seed=resume_seed(seed, len(study.trials)))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         # Left running by a process that died: it never finished, so it is retried, not counted.
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
@@ -42,11 +46,28 @@ def open_study(name: str, storage: str | None, seed: int, direction: str = "mini
     return study
 
 
-def spent_trials(study) -> int:
-    """Trials that count against the budget: finished ones, including rejected (pruned) ones."""
+def resume_seed(seed: int, trials_so_far: int) -> int:
+    """A sampler seed for a study resumed after ``trials_so_far`` trials: reproducible, and new each time."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
+
+
+def _finished(study) -> list:
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def spent_trials(study) -> int:
+    """Distinct settings tried so far: finished trials, rejected (pruned) ones included, a replayed setting once."""
+    return len({tuple(sorted(t.params.items())) or ("trial", t.number) for t in _finished(study)})
+
+
+def already_tried(study, params: dict[str, Any]) -> bool:
+    """Whether a finished trial ran exactly these values (runs are deterministic: a replay teaches nothing)."""
+    wanted = tuple(sorted(params.items()))
+    return any(tuple(sorted(t.params.items())) == wanted for t in _finished(study))
 
 
 def finish_trial(study, trial, value: float, state: str) -> None:

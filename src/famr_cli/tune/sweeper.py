@@ -22,9 +22,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from famr_cli.errors import FamrError
 from famr_cli.tune.space import Param, declared_space, parse_space
-from famr_cli.tune.study import FAILED, OK, REJECTED, append_trial, best_trial, finish_trial, open_study, read_trials, spent_trials
+from famr_cli.tune.study import (
+    FAILED,
+    OK,
+    REJECTED,
+    already_tried,
+    append_trial,
+    best_trial,
+    finish_trial,
+    open_study,
+    read_trials,
+    spent_trials,
+)
 
 log = logging.getLogger("famr")
+
+# Draws in a row that repeat a finished trial before a study stops: its space has no new point left.
+MAX_REPLAYS = 50
 
 
 @dataclass(frozen=True)
@@ -105,9 +119,21 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
     if done:
         log.info("Study %s resumed: %d of %d trials already done (%s).", name, done, settings.n_trials, settings.storage)
     objective = str(config.get("objective", "gaps.avg_gap"))
+    from optuna.trial import TrialState
+
+    replays = 0
     while spent_trials(study) < settings.n_trials:
         trial = study.ask()
         values = {p.key: p.suggest(trial) for p in space}
+        if already_tried(study, trial.params):
+            # Not run and not counted: a discrete space can run out of new points, hence the cap.
+            study.tell(trial, state=TrialState.FAIL)
+            replays += 1
+            if replays >= MAX_REPLAYS:
+                log.warning("Study %s: %d draws in a row repeated finished trials; the space is exhausted.", name, replays)
+                break
+            continue
+        replays = 0
         overrides = [*arguments, *(f"{k}={v}" for k, v in values.items())]
         start = time.perf_counter()
         run_dir = launch(overrides, trial.number)
