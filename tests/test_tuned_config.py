@@ -49,7 +49,9 @@ def test_tuned_values_stay_with_their_experiment_forget_spec_and_method():
     assert "tuned_by" not in compose_config(["method=ssd"]).method  # no file: the method's own defaults
     famr = compose_config(["experiment=cifar10_cpu"]).method
     assert list(famr.trainable) == ["layer4", "fc"]
-    assert compose_config(["experiment=cifar10_cpu", "method=finetune"]).method.lr == 0.01
+    finetune = yaml.safe_load((Path(CONFIG_DIR) / "method" / "tuned" / "cifar10_cpu" / "class" / "finetune.yaml").read_text())
+    published = yaml.safe_load((Path(CONFIG_DIR) / "method" / "finetune.yaml").read_text())["lr"]
+    assert compose_config(["experiment=cifar10_cpu", "method=finetune"]).method.lr == finetune["lr"] != published
 
 
 def test_a_misspelt_key_in_a_tuned_file_fails_naming_the_valid_keys(tmp_path):
