@@ -105,7 +105,7 @@ def data_path_rate(cfg: DictConfig, p: Prepared, indices: torch.Tensor, batch_si
 def class_forgetting(name: str, overrides: list[str], args) -> tuple[dict[str, Any], Prepared, DictConfig, torch.nn.Module]:
     cfg = compose_cfg(overrides)
     p = prepare(cfg)
-    original = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False, p.autocast)
+    original = get_original_model(cfg, p, ExperimentLogger(), False, p.autocast)
     ctx = context(cfg, p)
     famr_s = famr_seconds(p, original.model, ctx, args.repeats)
     epochs = int(cfg.train.epochs)

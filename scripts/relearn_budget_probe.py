@@ -37,7 +37,7 @@ def main(overrides: list[str]) -> int:
     p = prepare(cfg)
     logger = ExperimentLogger()
     models = {
-        "original": get_original_model(cfg, p.data, p.device, logger, False).model,
+        "original": get_original_model(cfg, p, logger, False).model,
         "retrain": get_retrain_model(cfg, p, logger).model,
     }
     settings = RobustnessSettings(p.eval.robustness.holdout_per_class, (Relearn(),))

@@ -30,14 +30,14 @@ def test_key_depends_on_what_determines_the_model_only(tmp_path):
 def test_miss_trains_and_hit_loads_identical_weights_without_training(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
-    first = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    first = get_original_model(cfg, p, ExperimentLogger(), False)
     assert not first.hit
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a cache hit must not train")
 
     monkeypatch.setattr("famr_cli.model_store.fit_classifier", must_not_train)
-    second = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    second = get_original_model(cfg, p, ExperimentLogger(), False)
     assert second.hit and second.key == first.key
     assert second.recorded_train_s == pytest.approx(first.recorded_train_s)
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
@@ -48,14 +48,14 @@ def test_miss_trains_and_hit_loads_identical_weights_without_training(tmp_path, 
 def test_corrupt_entry_is_moved_aside_and_rebuilt(tmp_path, caplog):
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
-    first = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    first = get_original_model(cfg, p, ExperimentLogger(), False)
     weights = next(tmp_path.glob("original/*/model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-100] + b"\0" * 100)
-    again = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    again = get_original_model(cfg, p, ExperimentLogger(), False)
     assert not again.hit
     assert "unusable" in caplog.text
     assert list(tmp_path.glob(f"original/{first.key}.bad-*")), "the corrupt entry should be kept aside for inspection"
-    assert get_original_model(cfg, p.data, p.device, ExperimentLogger(), False).hit
+    assert get_original_model(cfg, p, ExperimentLogger(), False).hit
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_original_predictions_are_computed_once_per_model(tmp_path, monkeypatch)
 
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
-    original = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    original = get_original_model(cfg, p, ExperimentLogger(), False)
     first = original_predictions(cfg, original, p)
     assert first.train.shape == p.data.y_train.shape and first.test.shape == p.data.y_test.shape
 
@@ -81,5 +81,5 @@ def test_precision_bf16_trains_on_cpu(tmp_path):
     cfg = _cfg(tmp_path, "precision=bf16", "train.epochs=1")
     p = prepare(cfg)
     assert p.autocast == torch.bfloat16
-    original = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False, p.autocast)
+    original = get_original_model(cfg, p, ExperimentLogger(), False, p.autocast)
     assert all(t.dtype == torch.float32 for t in original.model.state_dict().values() if t.is_floating_point())

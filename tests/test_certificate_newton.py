@@ -12,7 +12,7 @@ from torch.autograd.functional import hessian
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.certificate.conjugate_gradient import NegativeCurvatureError, conjugate_gradient, hvp
 from famr_cli.evaluate.certificate.head import classifier_head, flatten_head, head_features, head_loss, unflatten_head
-from famr_cli.evaluate.certificate.newton import famr_head_newton, head_delta, influence_removal_step, relative_distance
+from famr_cli.evaluate.certificate.newton import FamrHead, famr_head_newton, head_delta, influence_removal_step, relative_distance
 from famr_cli.method.famr import FORGET_LOSSES
 
 D, K, N = 6, 4, 20
@@ -85,7 +85,7 @@ def test_famr_head_newton_matches_dense_solve(loss, lam):
     grad, h = dense(fn, theta0)
     a = h + 2 * lam * torch.eye(theta0.numel(), dtype=torch.float64)
     assert torch.linalg.eigvalsh(a).min() > 0
-    result = famr_head_newton(features.float(), weight.float(), bias.float(), lam, loss=loss)  # float32 in, float64 solve
+    result = famr_head_newton(FamrHead(features.float(), weight.float(), bias.float(), lam, loss=loss))  # float32 in, float64 solve
     fn32 = head_loss(features.float().double(), K, loss)
     grad32, h32 = dense(fn32, flatten_head(weight.float().double(), bias.float().double()))
     expected = -torch.linalg.solve(h32 + 2 * lam * torch.eye(theta0.numel(), dtype=torch.float64), grad32)
@@ -93,7 +93,7 @@ def test_famr_head_newton_matches_dense_solve(loss, lam):
     torch.testing.assert_close(result.delta, expected, rtol=1e-6, atol=1e-9 * float(expected.abs().max()))
     assert result.grad_norm == pytest.approx(float(torch.linalg.vector_norm(grad32)), rel=1e-9)
     # The float64 route gives the same answer as the dense float64 one.
-    exact = famr_head_newton(features, weight, bias, lam, loss=loss)
+    exact = famr_head_newton(FamrHead(features, weight, bias, lam, loss=loss))
     torch.testing.assert_close(exact.delta, -torch.linalg.solve(a, grad), rtol=1e-6, atol=1e-12)
     dw, db = exact.split()
     assert dw.shape == (K, D) and db.shape == (K,)
@@ -103,7 +103,7 @@ def test_large_lambda_is_the_first_order_step():
     features, weight, bias = tiny_head()
     grad, _ = dense(head_loss(features, K, "kl_uniform"), flatten_head(weight, bias))
     lam = 1e5
-    result = famr_head_newton(features, weight, bias, lam)
+    result = famr_head_newton(FamrHead(features, weight, bias, lam))
     assert relative_distance(result.delta, -grad / (2 * lam)) < 1e-4
 
 
@@ -116,7 +116,7 @@ def test_newton_step_against_the_exact_famr_head(lam):
     def objective(theta):
         return fn(theta) + lam * (theta - theta0).square().sum()
 
-    result = famr_head_newton(features, weight, bias, lam)
+    result = famr_head_newton(FamrHead(features, weight, bias, lam))
     d = result.diagnostics
     assert d["objective_before"] == pytest.approx(float(objective(theta0)))
     assert d["objective_after"] == pytest.approx(float(objective(theta0 + result.delta)))
@@ -156,14 +156,14 @@ def test_entropy_negative_curvature_is_reported():
     _, h = dense(fn, theta0)
     min_eig = float(torch.linalg.eigvalsh(h).min())
     assert min_eig < -1e-3, min_eig
-    bad = famr_head_newton(features, weight, bias, lam=1e-6, loss="entropy")
+    bad = famr_head_newton(FamrHead(features, weight, bias, lam=1e-6, loss="entropy"))
     assert bad.delta is None and not bad.converged
     assert bad.negative_curvature is not None and min_eig - 1e-9 <= bad.negative_curvature <= -2e-6
     with pytest.raises(ValueError, match="negative curvature"):
         bad.split()
     # Once 2 lam exceeds |lambda_min(H_f)| the system is SPD again and CG solves it.
     lam = -min_eig  # 2 lam = 2 |lambda_min|
-    good = famr_head_newton(features, weight, bias, lam=lam, loss="entropy")
+    good = famr_head_newton(FamrHead(features, weight, bias, lam=lam, loss="entropy"))
     assert good.converged
     grad, _ = dense(fn, theta0)
     torch.testing.assert_close(good.delta, -torch.linalg.solve(h + 2 * lam * torch.eye(len(theta0), dtype=torch.float64), grad))
@@ -212,12 +212,12 @@ def test_influence_removal_step_matches_dense_and_approaches_retrained_head():
 def test_bad_inputs_are_rejected():
     features, weight, bias = tiny_head()
     with pytest.raises(ValueError, match="2\\*lam"):
-        famr_head_newton(features, weight, bias, lam=0.0)
+        famr_head_newton(FamrHead(features, weight, bias, lam=0.0))
     with pytest.raises(ValueError, match="damping > 0"):
         influence_removal_step(features, torch.zeros(N, dtype=torch.long), None, None, weight, bias, damping=0.0)
     with pytest.raises(ValueError, match="do not match"):
-        famr_head_newton(features[:, :3], weight, bias, lam=1.0)
-    no_bias = famr_head_newton(features, weight, None, lam=1.0)
+        famr_head_newton(FamrHead(features[:, :3], weight, bias, lam=1.0))
+    no_bias = famr_head_newton(FamrHead(features, weight, None, lam=1.0))
     assert no_bias.delta.numel() == K * D and no_bias.split()[1] is None
 
 
@@ -250,7 +250,7 @@ def test_head_features_reproduce_logits(build):
     # head_delta flattens a moved head in the layout the Newton step uses.
     before = torch.nn.Linear(head.in_features, head.out_features)
     before.load_state_dict(head.state_dict())
-    result = famr_head_newton(features, head.weight, head.bias, lam=0.5)
+    result = famr_head_newton(FamrHead(features, head.weight, head.bias, lam=0.5))
     dw, db = result.split()
     with torch.no_grad():
         head.weight += dw.float()
@@ -274,7 +274,7 @@ def test_famr_head_minimiser_matches_lbfgs_on_a_tiny_head():
     features = torch.randn(30, 6, dtype=torch.float64)
     weight0, bias0 = 2.0 * torch.randn(4, 6, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
     lam = 0.05
-    exact = famr_head_minimiser(features, weight0, bias0, lam)
+    exact = famr_head_minimiser(FamrHead(features, weight0, bias0, lam))
     assert exact.grad_norm < 1e-9 and exact.newton_steps < 50
     theta0 = torch.cat([weight0.reshape(-1), bias0])
     theta = theta0.clone().requires_grad_(True)

@@ -16,7 +16,7 @@ from famr_cli.prepared import prepare
 def test_compile_true_trains_and_caches_a_plain_state_dict(tmp_path):
     cfg = compose_config([f"cache_dir={tmp_path}", "train.epochs=1", "progress=false", "compile=true"])
     p = prepare(cfg)
-    trained = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    trained = get_original_model(cfg, p, ExperimentLogger(), False)
     assert not trained.hit
     (weights,) = tmp_path.glob("original/*/model.safetensors")
     state = load_file(str(weights))

@@ -282,11 +282,11 @@ def test_pipeline_trains_unlearns_and_evaluates_on_the_tiny_tree(tree, tmp_path)
     )
     p = prepare(cfg)
     assert p.data.streamed and len(p.split.forget_train) == N_TRAIN
-    original = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    original = get_original_model(cfg, p, ExperimentLogger(), False)
     assert original.hit is False
     model, report, _ = unlearn(p.method, original.model, UnlearnContext(p.data, p.split, p.device, 0))
     assert len(report.epoch_losses) == 2 and all(math.isfinite(v) for v in report.epoch_losses)
     metrics = evaluate_model(model, p.data, p.split, p.device, 8)
     assert 0.0 <= metrics["test_acc"] <= 100.0 and len(metrics["per_class_test_acc"]) == 3
-    again = get_original_model(cfg, prepare(cfg).data, p.device, ExperimentLogger(), False)
+    again = get_original_model(cfg, prepare(cfg), ExperimentLogger(), False)
     assert again.hit is True

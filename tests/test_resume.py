@@ -108,7 +108,7 @@ def _cfg(tmp_path, *extra):
 def test_damaged_training_state_is_set_aside_and_training_starts_over(tmp_path, caplog):
     cfg = _cfg(tmp_path)
     p = prepare(cfg)
-    clean = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False).model.state_dict()
+    clean = get_original_model(cfg, p, ExperimentLogger(), False).model.state_dict()
     # A state file cut short (the disk filled up, say) under a pointer that names it.
     (entry,) = tmp_path.glob("original/[0-9a-f]*")
     state = TrainingCheckpoint(entry.with_name(f".{entry.name}.training"), 1, "original model")
@@ -116,7 +116,7 @@ def test_damaged_training_state_is_set_aside_and_training_starts_over(tmp_path, 
     state_file = next(state.directory.glob("epoch-*.pt"))
     state_file.write_bytes(state_file.read_bytes()[:200])
     shutil.rmtree(entry)
-    again = get_original_model(cfg, p.data, p.device, ExperimentLogger(), False)
+    again = get_original_model(cfg, p, ExperimentLogger(), False)
     assert "training state" in caplog.text and "unusable" in caplog.text and "starts over" in caplog.text
     assert list(tmp_path.glob("original/.*.training.bad-*")), "the damaged state is kept aside for inspection"
     for name, tensor in again.model.state_dict().items():

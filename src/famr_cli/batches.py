@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -31,41 +31,68 @@ from famr_cli.augment import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Required, Unpack
+
     from famr_cli.dataset import ImageData
     from famr_cli.train.distributed import Shard
 
+    class BatchOptions(TypedDict, total=False):
+        """The keywords both kinds of batches take (:class:`_Batches`' parameters), declared once."""
 
-class TensorBatches:
-    """Re-iterable: each pass is one epoch in a fresh seeded order."""
+        batch_size: Required[int]
+        mean: Required[tuple[float, ...]]
+        std: Required[tuple[float, ...]]
+        device: Required[torch.device]
+        shuffle: bool
+        seed: int
+        shard: Shard | None
+
+
+class _Batches:
+    """What both kinds share: ``batch_size`` rows at a time, in a seeded order when ``shuffle``,
+    normalised on ``device`` by ``mean``/``std``; under DDP (``shard``) each process keeps its rows."""
 
     def __init__(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor,
         *,
         batch_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
         device: torch.device,
         shuffle: bool = False,
-        augment: Augment | None = None,
         seed: int = 0,
         shard: Shard | None = None,
     ):
-        self.x = x.to(device)
-        self.shard = shard
-        self.y = y.to(device)
         self.batch_size = batch_size
+        self.device = torch.device(device)
         self.shuffle = shuffle
-        self.augment = augment or Augment()
-        self.device = device
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.seed = seed
+        self.shard = shard
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+
+    @property
+    def num_samples(self) -> int:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+
+class TensorBatches(_Batches):
+    """Re-iterable: each pass is one epoch in a fresh seeded order."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, augment: Augment | None = None, **options: Unpack[BatchOptions]):
+        super().__init__(**options)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        self.augment = augment or Augment()
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Where the stream's randomness stands between epochs (for resuming an interrupted training)."""
@@ -131,7 +158,7 @@ def _worker_context() -> str | None:
     return "fork" if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods() else None
 
 
-class StreamedBatches:
+class StreamedBatches(_Batches):
     """Re-iterable like :class:`TensorBatches`, for images that stay on the host (e.g. memory-mapped).
 
     Each pass is one epoch. The epoch's order and random crops come from a generator reseeded with
@@ -145,28 +172,19 @@ class StreamedBatches:
         x: torch.Tensor,
         y: torch.Tensor,
         *,
-        batch_size: int,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        device: torch.device,
-        shuffle: bool = False,
         crop_size: int | None = None,
         random_crop: bool = False,
         hflip: bool = False,
         num_workers: int = 0,
-        seed: int = 0,
         indices: torch.Tensor | None = None,
         scale: tuple[float, float] = RRC_SCALE,
-        shard: Shard | None = None,
+        **options: Unpack[BatchOptions],
     ):
+        super().__init__(**options)
         self.x = x.cpu()
-        self.shard = shard
         self.y = y.cpu()
         # Rows of x/y this stream draws from (all when None), so a subset needs no copy of the images.
         self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long).cpu()
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.shuffle = shuffle
         self.crop_size = int(crop_size) if crop_size is not None else int(x.shape[-1])
         if self.crop_size > min(x.shape[-2:]):
             raise ValueError(f"crop_size {self.crop_size} exceeds the stored image size {tuple(x.shape[-2:])}")
@@ -174,10 +192,7 @@ class StreamedBatches:
         self.hflip = hflip
         self.scale = scale
         self.num_workers = num_workers
-        self.seed = seed
         self.epoch = 0
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         stored = int(x.shape[-1]) == self.crop_size and int(x.shape[-2]) == self.crop_size
         # Random crops need the whole stored image on the device; otherwise workers centre-crop.
         self.reader = _BatchReader(self.x, self.y, None if random_crop or stored else self.crop_size)
@@ -185,9 +200,6 @@ class StreamedBatches:
     @property
     def num_samples(self) -> int:
         return len(self.y) if self.indices is None else len(self.indices)
-
-    def __len__(self) -> int:
-        return (self.num_samples + self.batch_size - 1) // self.batch_size
 
     def state_dict(self) -> dict[str, int]:
         # Every epoch's draws come from (seed, epoch), so the epoch counter is the whole state.

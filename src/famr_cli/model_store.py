@@ -104,13 +104,14 @@ def get_trained_model(
     kind: str,
     inputs: dict[str, Any],
     indices: torch.Tensor | None,
+    recipe: TrainSettings,
     show_progress: bool = False,
     autocast: torch.dtype | None = None,
 ) -> TrainedModel:
     """The model the ``train`` recipe gives on the training rows ``indices`` (all when None), trained once.
 
     ``kind`` names the cache folder and the log lines ("original", "retrain"); ``inputs`` is everything
-    that determines the model, hashed into its cache key.
+    that determines the model, hashed into its cache key; ``recipe`` is the ``train`` section, parsed.
     """
     start = time.perf_counter()
     key = cache_key(inputs)
@@ -128,7 +129,6 @@ def get_trained_model(
         return TrainedModel(model, key, True, time.perf_counter() - start, trained_s)
 
     def train() -> TrainedModel:
-        recipe = TrainSettings.from_config(cfg.train)
         epochs = recipe.epochs
         samples = len(data.y_train) if indices is None else len(indices)
         log.info("No cached %s model for key %s; training it (%d epochs on %d samples).", kind, key, epochs, samples)
@@ -198,15 +198,23 @@ def user_original_model(cfg: DictConfig, data: ImageData, device: torch.device, 
 
 
 def get_original_model(
-    cfg: DictConfig,
-    data: ImageData,
-    device: torch.device,
-    logger: ExperimentLogger,
-    show_progress: bool,
-    autocast: torch.dtype | None = None,
+    cfg: DictConfig, p: Prepared, logger: ExperimentLogger, show_progress: bool, autocast: torch.dtype | None = None
 ) -> TrainedModel:
+    """The original model: the ``train`` recipe on the whole training set, trained once per key.
+
+    ``show_progress`` and ``autocast`` are the caller's, not ``p``'s: DDP followers train without bars.
+    """
     return get_trained_model(
-        cfg, data, device, logger, kind="original", inputs=_model_inputs(cfg), indices=None, show_progress=show_progress, autocast=autocast
+        cfg,
+        p.data,
+        p.device,
+        logger,
+        kind="original",
+        inputs=_model_inputs(cfg),
+        indices=None,
+        recipe=p.train,
+        show_progress=show_progress,
+        autocast=autocast,
     )
 
 
@@ -220,6 +228,7 @@ def get_retrain_model(cfg: DictConfig, p: Prepared, logger: ExperimentLogger) ->
         kind="retrain",
         inputs=retrain_inputs(cfg, p.split),
         indices=p.split.retain_train,
+        recipe=p.train,
         show_progress=p.show_progress,
         autocast=p.autocast,
     )

@@ -23,7 +23,6 @@ from famr_cli.model_store import get_original_model, get_retrain_model, user_ori
 from famr_cli.prepared import Prepared, prepare
 from famr_cli.results_document import RunRecord, results_document
 from famr_cli.runtime import seed_everything
-from famr_cli.train.settings import TrainSettings
 
 log = logging.getLogger("famr")
 
@@ -58,7 +57,7 @@ def train_models_only(cfg: DictConfig) -> None:
     logger = ExperimentLogger()
     for kind in models_needed(cfg, p):
         if kind == "original":
-            get_original_model(cfg, p.data, p.device, logger, False, p.autocast)
+            get_original_model(cfg, p, logger, False, p.autocast)
         else:
             get_retrain_model(cfg, p, logger)
 
@@ -93,7 +92,7 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
     )
     needed = models_needed(cfg, p)
     if "original" in needed:
-        original = get_original_model(cfg, p.data, p.device, logger, p.show_progress, p.autocast)
+        original = get_original_model(cfg, p, logger, p.show_progress, p.autocast)
     else:
         original = user_original_model(cfg, p.data, p.device, p.user_weights)
     # Trained (or loaded) before unlearning starts, so it never counts in RTE; method=retrain hands it out.
@@ -105,8 +104,9 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
             retrain = get_retrain_model(cfg, p, logger)
         return retrain.model, retrain.recorded_train_s
 
-    augment = TrainSettings.from_config(cfg.train).augment
-    ctx = UnlearnContext(p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, augment, retrain_reference)
+    ctx = UnlearnContext(
+        p.data, p.split, p.device, int(cfg.seed), p.show_progress, logger.log, p.autocast, p.train.augment, retrain_reference
+    )
     unlearned, report, unlearn_s = unlearn(p.method, original.model, ctx)
     if report.recorded_s is not None:
         unlearn_s = report.recorded_s

@@ -7,11 +7,13 @@ config alone: the dataset (settings, paths, and the classes, channels and image 
 the forget spec against those classes and channels, the method's options, and whether the backbone
 can be built for those images (an untrained skeleton, no weights downloaded) with the method's
 options. Nothing is decoded, trained or written to the cache, so a bad value costs seconds.
-Device and precision are checked by ``prepare`` right after (``famr_cli.runtime``).
+Device and precision are checked by ``prepare`` right after (``famr_cli.runtime``). The typed
+settings it parsed on the way travel on in :class:`CheckedSettings`, so no section is parsed twice.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn as nn
@@ -24,7 +26,7 @@ from famr_cli.dataset import describe_dataset
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.report import EvalSettings
 from famr_cli.forget import check_forget_config
-from famr_cli.method import build_method
+from famr_cli.method import UnlearningMethod, build_method
 from famr_cli.runtime import threads_per_job
 from famr_cli.train.settings import TrainSettings
 
@@ -32,20 +34,30 @@ from famr_cli.train.settings import TrainSettings
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
 
-def validate_run_settings(cfg: DictConfig) -> nn.Module:
-    """Raise :class:`FamrError` for the first bad value in ``cfg``; when every value is usable, return the
-    untrained backbone skeleton built for the dataset's images."""
+@dataclass(frozen=True)
+class CheckedSettings:
+    """The sections validation parsed, typed, and the untrained backbone skeleton built for the dataset's images."""
+
+    train: TrainSettings
+    eval: EvalSettings  # autocast None: the device, and so the precision, is resolved after validation
+    method: UnlearningMethod
+    skeleton: nn.Module
+
+
+def validate_run_settings(cfg: DictConfig) -> CheckedSettings:
+    """Raise :class:`FamrError` for the first bad value in ``cfg``; when every value is usable, return
+    what was parsed on the way."""
     check_known_keys(cfg)
     _check_root_keys(cfg)
     _check_logger(cfg.logger)
-    TrainSettings.from_config(cfg.train)
-    EvalSettings.from_config(cfg, None)
+    train = TrainSettings.from_config(cfg.train)
+    evaluation = EvalSettings.from_config(cfg, None)
     method = build_method(cfg.method)  # the method's own option checks
     shape = describe_dataset(cfg.dataset)
     check_forget_config(cfg.forget, shape)
     skeleton = build_skeleton(cfg.backbone, shape.num_classes, shape.in_chans, shape.img_size)
     method.check_model(skeleton)
-    return skeleton
+    return CheckedSettings(train, evaluation, method, skeleton)
 
 
 def _check_root_keys(cfg: DictConfig) -> None:

@@ -23,6 +23,8 @@ from famr_cli.checks import flag, is_whole, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.evaluate.certificate.head import classifier_head, head_features
 from famr_cli.evaluate.certificate.newton import (
+    FamrHead,
+    SolveOptions,
     famr_head_minimiser,
     famr_head_newton,
     head_delta,
@@ -261,17 +263,16 @@ class FAMR(UnlearningMethod[FAMRSettings]):
         eval-mode features (it does not move); HVPs + CG, no dense Hessian (certificate/newton.py)."""
         s, split, batch = self.settings, ctx.split, self.settings.batch_size
         before, after = classifier_head(original), classifier_head(model)
-        moved = head_delta(before, after)
+        moved, w0, b0 = head_delta(before, after), before.weight, before.bias
         feats_f = head_features(original, ctx.batches(split.forget_train, batch, shuffle=False))
-        solve = {"tol": settings.newton_tol, "max_iter": settings.newton_max_iter}
-        newton = famr_head_newton(feats_f, before.weight, before.bias, s.lam, s.loss, **solve)
-        exact = famr_head_minimiser(feats_f, before.weight, before.bias, s.lam, s.loss, **solve) if s.lam > 0 else None
+        solve = SolveOptions(tol=settings.newton_tol, max_iter=settings.newton_max_iter)
+        objective = FamrHead(feats_f, w0, b0, s.lam, s.loss)
+        newton = famr_head_newton(objective, solve=solve)
+        exact = famr_head_minimiser(objective, solve=solve) if s.lam > 0 else None
         feats_r = head_features(original, ctx.batches(split.retain_train, batch, shuffle=False))
         labels = ctx.data.y_train.to(feats_r.device)
         y_r, y_f = labels[split.retain_train.to(labels.device)], labels[split.forget_train.to(labels.device)]
-        influence = influence_removal_step(
-            feats_r, y_r, feats_f, y_f, before.weight, before.bias, damping=settings.influence_damping, **solve
-        )
+        influence = influence_removal_step(feats_r, y_r, feats_f, y_f, w0, b0, damping=settings.influence_damping, solve=solve)
 
         def compare(step: torch.Tensor | None) -> tuple[float, float]:
             if step is None:  # CG met negative curvature: no step to compare with

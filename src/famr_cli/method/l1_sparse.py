@@ -25,7 +25,7 @@ import torch.nn as nn
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, add_to_grads_, train_with_ce, training_options
+from famr_cli.method.shared import RetainTrainingSettings, add_to_grads_, train_with_ce, trainable_parameters, training_options
 
 
 def linear_decay(alpha: float, step: int, total_steps: int) -> float:
@@ -48,9 +48,10 @@ def add_l1_grad_(params: list[nn.Parameter], alpha: float) -> None:
 
 
 @dataclass(frozen=True)
-class L1SparseSettings(ScheduledSettings):
+class L1SparseSettings(RetainTrainingSettings):
+    """FT's options and the initial weight of the l1 penalty (0 makes this plain FT)."""
+
     alpha: float
-    augment: bool
 
     @classmethod
     def parse(cls, c: dict[str, Any]) -> L1SparseSettings:
@@ -64,14 +65,13 @@ class L1SparseSettings(ScheduledSettings):
 class L1Sparse(UnlearningMethod[L1SparseSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
-        alpha = s.alpha
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = trainable_parameters(model)
         retain = ctx.split.retain_train
         l1_before = l1_norm(params)
-        current = {"alpha": alpha}
+        current = {"alpha": s.alpha}
 
         def penalise(step: int, total_steps: int) -> None:
-            current["alpha"] = linear_decay(alpha, step, total_steps)
+            current["alpha"] = linear_decay(s.alpha, step, total_steps)
             add_l1_grad_(params, current["alpha"])
 
         result = train_with_ce(
@@ -88,5 +88,5 @@ class L1Sparse(UnlearningMethod[L1SparseSettings]):
         )
         return UnlearnReport(
             epoch_losses=result.epoch_losses,
-            certificate={"steps": result.steps, "l1_norm_before": l1_before, "l1_norm_after": l1_norm(params), "alpha": alpha},
+            certificate={"steps": result.steps, "l1_norm_before": l1_before, "l1_norm_after": l1_norm(params), "alpha": s.alpha},
         )

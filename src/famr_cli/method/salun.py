@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import TrainingSettings, cross_entropy, random_wrong_labels, training_options
+from famr_cli.method.shared import TrainingSettings, cross_entropy, random_wrong_labels, trainable_parameters, training_options
 from famr_cli.train.loop import LoopHooks, run_loop
 from famr_cli.train.optim import build_optimizer
 
@@ -79,7 +79,7 @@ class SalUnSettings(TrainingSettings):
 class SalUn(UnlearningMethod[SalUnSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = trainable_parameters(model)
         masks = saliency_mask(forget_gradients(model, ctx, params, s.batch_size), s.mask_ratio)
         kept = float(sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks))
 

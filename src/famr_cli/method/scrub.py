@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import TrainingSettings, method_optimizer, training_options
+from famr_cli.method.shared import TrainingSettings, method_optimizer, trainable_parameters, training_options
 from famr_cli.train.loop import Objective, run_loop
 
 
@@ -105,45 +105,37 @@ class SCRUB(UnlearningMethod[SCRUBSettings]):
         forget_batches = ctx.batches(ctx.split.forget_train, s.forget_batch_size, augment=s.augment)
         retain_batches = ctx.batches(ctx.split.retain_train, s.batch_size, augment=s.augment)
         # One optimizer for both passes, as in the authors' code: momentum carries across them.
-        optimizer = method_optimizer([p for p in model.parameters() if p.requires_grad], s)
+        optimizer = method_optimizer(trainable_parameters(model), s)
         forget_objective = max_step_objective(teacher, s.temperature)
         retain_objective = min_step_objective(teacher, s.temperature, s.alpha, s.gamma)
-        epochs, max_steps = s.epochs, s.max_steps
-        hint = "lower method.lr or method.max_steps"
         forget_kl: list[float] = []
         retain_losses: list[float] = []
         steps = 0
-        for epoch in range(epochs):
-            metrics: dict[str, float] = {"unlearn/epoch": epoch + 1}
-            if epoch < max_steps:
-                # The max-step's loss is -KL; report the KL itself, the quantity that grows.
-                result = run_loop(
-                    model,
-                    forget_batches,
-                    forget_objective,
-                    optimizer,
-                    epochs=1,
-                    desc=f"SCRUB max-step {epoch + 1}/{epochs}",
-                    show_progress=ctx.show_progress,
-                    divergence_hint=hint,
-                    autocast=ctx.autocast,
-                )
-                forget_kl.append(-result.epoch_losses[0])
-                metrics["unlearn/forget_kl"] = forget_kl[-1]
-                steps += result.steps
+
+        def one_pass(batches, objective: Objective, desc: str) -> float:
+            """One epoch over ``batches``; returns its mean loss."""
+            nonlocal steps
             result = run_loop(
                 model,
-                retain_batches,
-                retain_objective,
+                batches,
+                objective,
                 optimizer,
                 epochs=1,
-                desc=f"SCRUB min-step {epoch + 1}/{epochs}",
+                desc=desc,
                 show_progress=ctx.show_progress,
-                divergence_hint=hint,
+                divergence_hint="lower method.lr or method.max_steps",
                 autocast=ctx.autocast,
             )
-            retain_losses.append(result.epoch_losses[0])
-            metrics["unlearn/retain_loss"] = retain_losses[-1]
             steps += result.steps
+            return result.epoch_losses[0]
+
+        for epoch in range(s.epochs):
+            metrics: dict[str, float] = {"unlearn/epoch": epoch + 1}
+            if epoch < s.max_steps:
+                # The max-step's loss is -KL; report the KL itself, the quantity that grows.
+                forget_kl.append(-one_pass(forget_batches, forget_objective, f"SCRUB max-step {epoch + 1}/{s.epochs}"))
+                metrics["unlearn/forget_kl"] = forget_kl[-1]
+            retain_losses.append(one_pass(retain_batches, retain_objective, f"SCRUB min-step {epoch + 1}/{s.epochs}"))
+            metrics["unlearn/retain_loss"] = retain_losses[-1]
             ctx.log_metrics(metrics)
         return UnlearnReport(epoch_losses=retain_losses, certificate={"forget_kl": forget_kl, "steps": steps})

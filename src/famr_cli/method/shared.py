@@ -88,6 +88,10 @@ def training_options(c: Mapping[str, Any], *, suggested_lr: float) -> dict[str, 
     return values
 
 
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def method_optimizer(params: Iterable[nn.Parameter], s: TrainingSettings) -> torch.optim.Optimizer:
     return build_optimizer(params, s.optimizer, s.lr, key="method", momentum=s.momentum, weight_decay=s.weight_decay)
 

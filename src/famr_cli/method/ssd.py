@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
+from famr_cli.method.shared import trainable_parameters
 
 
 def fisher_importance(
@@ -95,11 +96,10 @@ class SSDSettings(MethodSettings):
 class SSD(UnlearningMethod[SSDSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
-        batch_size = s.fisher_batch_size
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = trainable_parameters(model)
         everything = torch.arange(len(ctx.data.y_train))
-        importance_d = fisher_importance(model, ctx, everything, params, batch_size)
-        importance_f = fisher_importance(model, ctx, ctx.split.forget_train, params, batch_size)
+        importance_d = fisher_importance(model, ctx, everything, params, s.fisher_batch_size)
+        importance_f = fisher_importance(model, ctx, ctx.split.forget_train, params, s.fisher_batch_size)
         dampened, total = dampen_(params, importance_d, importance_f, s.alpha, s.lam)
         fraction = dampened / max(total, 1)
         ctx.log_metrics({"unlearn/dampened_fraction": fraction})

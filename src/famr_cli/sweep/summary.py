@@ -19,29 +19,32 @@ from famr_cli.sweep.jobs import Job, load_jobs, varied_keys
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 
+
+def _under(section: tuple[str, ...], *keys: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Columns named after their keys in ``section`` of results.json."""
+    return [(key, (*section, key)) for key in keys]
+
+
 # (column, where in results.json); every one is a percentage or seconds, rounded alike in the Markdown.
 FIGURES: list[tuple[str, tuple[str, ...]]] = [
-    ("forget_test_acc", ("metrics", "unlearned", "forget_test_acc")),
-    ("retain_test_acc", ("metrics", "unlearned", "retain_test_acc")),
-    ("test_acc", ("metrics", "unlearned", "test_acc")),
-    ("forget_train_acc", ("metrics", "unlearned", "forget_train_acc")),
-    ("UA", ("metrics", "unlearned", "UA")),
-    ("RA", ("metrics", "unlearned", "RA")),
-    ("TA", ("metrics", "unlearned", "TA")),
-    ("mia_efficacy", ("metrics", "unlearned", "mia_efficacy")),
-    ("avg_gap", ("gaps", "avg_gap")),
-    ("unlearn_s", ("timing", "unlearn_s")),
-    ("eval_s", ("timing", "eval_s")),
+    *_under(
+        ("metrics", "unlearned"), "forget_test_acc", "retain_test_acc", "test_acc", "forget_train_acc", "UA", "RA", "TA", "mia_efficacy"
+    ),
+    *_under(("gaps",), "avg_gap"),
+    *_under(("timing",), "unlearn_s", "eval_s"),
     ("rte_pct_of_retrain", ("timing", "rte_frac_of_retrain")),
     # Is it forgotten or only hidden? (robustness.headline; the relearning figures are for the smallest k)
-    ("relearn_forget_acc", ("robustness", "headline", "relearn_forget_acc")),
-    ("relearn_residual", ("robustness", "headline", "relearn_residual")),
-    ("prototype_forget_acc", ("robustness", "headline", "prototype_forget_acc")),
-    ("probe_forget_acc", ("robustness", "headline", "probe_forget_acc")),
-    ("cka_vs_retrain", ("robustness", "headline", "cka_vs_retrain")),
-    ("heldout_auc", ("robustness", "headline", "heldout_auc")),
-    ("privleak", ("robustness", "headline", "privleak")),
-    ("ece", ("robustness", "headline", "ece")),
+    *_under(
+        ("robustness", "headline"),
+        "relearn_forget_acc",
+        "relearn_residual",
+        "prototype_forget_acc",
+        "probe_forget_acc",
+        "cka_vs_retrain",
+        "heldout_auc",
+        "privleak",
+        "ece",
+    ),
 ]
 
 

@@ -29,14 +29,13 @@ Hessian-vector products come from double backward through a graph built once per
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from famr_cli.evaluate.certificate.conjugate_gradient import NegativeCurvatureError, conjugate_gradient, hvp_operator
-
-# classifier_head and head_features only pass through: famr_cli.method.famr imports them from here.
 from famr_cli.evaluate.certificate.head import flatten_head, head_loss, unflatten_head
 
 # Ours: the cross-entropy Hessian of a softmax head is singular. Adding the same vector a to every
@@ -46,6 +45,16 @@ from famr_cli.evaluate.certificate.head import flatten_head, head_loss, unflatte
 # makes the system SPD and CG's convergence bounded, while biasing the step by only about
 # damping / (lambda + damping) along each eigen-direction lambda of H_r.
 DEFAULT_IF_DAMPING = 1e-3
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """How every head solve runs CG: to relative residual ``tol``, for at most ``max_iter`` iterations
+    (None: CG's own cap), in ``dtype`` (None keeps the features' own)."""
+
+    tol: float = 1e-8
+    max_iter: int | None = None
+    dtype: torch.dtype | None = torch.float64
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,14 +111,13 @@ def _prepare(features: torch.Tensor, weight0: torch.Tensor, bias0: torch.Tensor 
     return features, theta0
 
 
-def _newton_solve(
-    loss_fn, theta0, shift: float, tol: float, max_iter: int | None, weight_shape, has_bias, anchor_lam: float = 0.0
-) -> NewtonResult:
+def _newton_solve(loss_fn, theta0, shift: float, solve: SolveOptions, weight_shape, has_bias, anchor_lam: float = 0.0) -> NewtonResult:
     grad, h_matvec = hvp_operator(loss_fn, theta0)
     grad_norm = float(torch.linalg.vector_norm(grad))
+    tol = solve.tol
     common = {"grad_norm": grad_norm, "tol": tol, "weight_shape": tuple(weight_shape), "has_bias": has_bias, "shift": shift}
     try:
-        x, iterations, residual = conjugate_gradient(lambda v: h_matvec(v) + shift * v, -grad, tol=tol, max_iter=max_iter)
+        x, iterations, residual = conjugate_gradient(lambda v: h_matvec(v) + shift * v, -grad, tol=tol, max_iter=solve.max_iter)
     except NegativeCurvatureError as err:
         curvature = err.rayleigh - shift
         return NewtonResult(delta=None, cg_iterations=err.iteration, cg_residual=math.nan, negative_curvature=curvature, **common)
@@ -129,34 +137,42 @@ def _newton_solve(
     return NewtonResult(delta=x, cg_iterations=iterations, cg_residual=residual, diagnostics=diagnostics, **common)
 
 
-def famr_head_newton(
-    features_f: torch.Tensor,
-    weight0: torch.Tensor,
-    bias0: torch.Tensor | None,
-    lam: float,
-    loss: str = "kl_uniform",
-    damping: float = 0.0,
-    tol: float = 1e-8,
-    max_iter: int | None = None,
-    dtype: torch.dtype | None = torch.float64,
-) -> NewtonResult:
+@dataclass(frozen=True)
+class FamrHead:
+    """FAMR's objective on the classifier head over fixed forget features ``features_f``:
+    L_f(theta) + lam ||theta - theta_0||^2, theta_0 = (``weight0``, ``bias0``), L_f the mean ``loss``
+    (FAMR's ``method.loss``: kl_uniform | entropy). :func:`famr_head_newton` takes one damped-Newton
+    step on it and :func:`famr_head_minimiser` solves it; both run on ``features_f``'s device."""
+
+    features_f: torch.Tensor
+    weight0: torch.Tensor
+    bias0: torch.Tensor | None
+    lam: float
+    loss: str = "kl_uniform"
+
+    def forget_loss(self, dtype: torch.dtype | None) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """theta_0 and L_f(theta), both in the solve's ``dtype``."""
+        features, theta0 = _prepare(self.features_f, self.weight0, self.bias0, dtype)
+        return theta0, head_loss(features, self.weight0.shape[0], self.loss, has_bias=self.bias0 is not None)
+
+
+def famr_head_newton(head: FamrHead, damping: float = 0.0, solve: SolveOptions = SolveOptions()) -> NewtonResult:
     """delta = -(H_f + (2 lam + damping) I)^-1 grad L_f(theta_0) for the head (W, b) on fixed forget features.
 
-    ``loss`` is FAMR's ``method.loss`` (kl_uniform | entropy). ``dtype`` is the solve's dtype
-    (float64 by default; None keeps the features' own). Runs on ``features_f``'s device.
+    ``solve.dtype`` is the solve's dtype (float64 by default; None keeps the features' own).
 
     ``diagnostics`` holds the FAMR objective L_f + lam ||theta - theta_0||^2 before and after the
     step, the decrease its quadratic model predicts, and their ratio: the one-step prediction is
     only as good as that ratio is close to 1 (it falls apart for a weak anchor on a confident head).
     """
-    if loss not in ("kl_uniform", "entropy"):
-        raise ValueError(f"FAMR's forget loss is kl_uniform or entropy (got '{loss}').")
+    lam = head.lam
+    if head.loss not in ("kl_uniform", "entropy"):
+        raise ValueError(f"FAMR's forget loss is kl_uniform or entropy (got '{head.loss}').")
     shift = 2.0 * float(lam) + float(damping)
     if not shift > 0.0:
         raise ValueError(f"famr_head_newton needs 2*lam + damping > 0 (lam={lam}, damping={damping}): no anchor, no Newton step.")
-    features, theta0 = _prepare(features_f, weight0, bias0, dtype)
-    loss_fn = head_loss(features, weight0.shape[0], loss, has_bias=bias0 is not None)
-    return _newton_solve(loss_fn, theta0, shift, tol, max_iter, weight0.shape, bias0 is not None, anchor_lam=float(lam))
+    theta0, loss_f = head.forget_loss(solve.dtype)
+    return _newton_solve(loss_f, theta0, shift, solve, head.weight0.shape, head.bias0 is not None, anchor_lam=float(lam))
 
 
 @dataclass
@@ -169,29 +185,19 @@ class Minimiser:
     objective: float
 
 
-def famr_head_minimiser(
-    features_f: torch.Tensor,
-    weight0: torch.Tensor,
-    bias0: torch.Tensor | None,
-    lam: float,
-    loss: str = "kl_uniform",
-    tol: float = 1e-8,
-    max_iter: int | None = None,
-    max_steps: int = 50,
-    grad_tol: float = 1e-9,
-    dtype: torch.dtype | None = torch.float64,
-) -> Minimiser:
+def famr_head_minimiser(head: FamrHead, max_steps: int = 50, grad_tol: float = 1e-9, solve: SolveOptions = SolveOptions()) -> Minimiser:
     """argmin over the head of L_f + lam ||theta - theta_0||^2 by Newton-CG with backtracking.
 
     For kl_uniform the objective is strongly convex in the head (2 lam > 0), so this is *the*
     solution FAMR's optimizer approaches; comparing FAMR's head with it says whether the
     optimizer converged, while the one-step :func:`famr_head_newton` says how good a single
-    second-order step from theta_0 is.
+    second-order step from theta_0 is. The Newton steps stop after ``max_steps`` or once the
+    objective's gradient norm is at most ``grad_tol``; ``solve`` runs each step's CG.
     """
+    lam = head.lam
     if not lam > 0:
         raise ValueError(f"famr_head_minimiser needs lam > 0 (got {lam}): without the anchor the objective has no minimiser.")
-    features, theta0 = _prepare(features_f, weight0, bias0, dtype)
-    loss_f = head_loss(features, weight0.shape[0], loss, has_bias=bias0 is not None)
+    theta0, loss_f = head.forget_loss(solve.dtype)
 
     def objective(theta: torch.Tensor) -> torch.Tensor:
         return loss_f(theta) + lam * (theta - theta0).square().sum()
@@ -200,7 +206,7 @@ def famr_head_minimiser(
     grad, matvec = hvp_operator(objective, theta)
     while float(grad.norm()) > grad_tol and steps < max_steps:
         try:
-            step = conjugate_gradient(matvec, -grad, tol=tol, max_iter=max_iter).x
+            step = conjugate_gradient(matvec, -grad, tol=solve.tol, max_iter=solve.max_iter).x
         except NegativeCurvatureError:
             step = -grad  # entropy loss far from theta_0: fall back to steepest descent
         value, t = float(objective(theta)), 1.0
@@ -223,9 +229,7 @@ def influence_removal_step(
     weight0: torch.Tensor,
     bias0: torch.Tensor | None,
     damping: float = DEFAULT_IF_DAMPING,
-    tol: float = 1e-8,
-    max_iter: int | None = None,
-    dtype: torch.dtype | None = torch.float64,
+    solve: SolveOptions = SolveOptions(),
 ) -> NewtonResult:
     """Influence (Newton) approximation of retraining the head without D_f: -(H_r + damping I)^-1 grad L_r(theta_0).
 
@@ -240,10 +244,10 @@ def influence_removal_step(
     """
     if not damping > 0.0:
         raise ValueError(f"influence_removal_step needs damping > 0 (got {damping}): a softmax head's cross-entropy Hessian is singular.")
-    features, theta0 = _prepare(features_r, weight0, bias0, dtype)
+    features, theta0 = _prepare(features_r, weight0, bias0, solve.dtype)
     num_classes, has_bias = weight0.shape[0], bias0 is not None
     loss_r = head_loss(features, num_classes, "cross_entropy", labels_r, has_bias)
-    result = _newton_solve(loss_r, theta0, float(damping), tol, max_iter, weight0.shape, has_bias)
+    result = _newton_solve(loss_r, theta0, float(damping), solve, weight0.shape, has_bias)
     if features_f is not None and labels_f is not None and len(features_f):
         f_feats = features_f.detach().to(features)
         theta = theta0.clone().requires_grad_(True)
