@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from famr_cli.cli import CONFIG_DIR
+from famr_lab.forkserver import FamrServer
 
 # The console script next to the interpreter running the tests (the project's venv).
 FAMR_RUN = str(Path(sys.executable).with_name("famr-run"))
@@ -39,7 +40,16 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 # Fixtures that train models or run famr-run: every test that uses one is in the slow tier, which
 # `make test-fast` leaves out (tests that start such processes themselves carry @pytest.mark.slow).
-SLOW_FIXTURES = {"quickstart_runs", "drill_run", "installed", "method_sweep", "reference_runs", "uninterrupted", "trained"}
+SLOW_FIXTURES = {
+    "quickstart_runs",
+    "quickstart_cache",
+    "drill_run",
+    "installed",
+    "method_sweep",
+    "reference_runs",
+    "uninterrupted",
+    "trained",
+}
 
 
 def pytest_collection_modifyitems(items):
@@ -48,9 +58,30 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+# One fork server for the session (famr_lab.forkserver): famr-run's behaviour without ~4 s of imports a
+# start. FAMR_TEST_SUBPROCESS=1 runs every run_cli call as a new console-script process instead.
+_server: FamrServer | None = None
+
+
+def famr_server() -> FamrServer:
+    global _server
+    if _server is None:
+        _server = FamrServer()
+    return _server
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _server is not None:
+        _server.close()
+
+
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = FAMR_RUN) -> subprocess.CompletedProcess:
+    """famr-run ``args`` in ``cwd``: a fork of the session's server, or a new ``exe`` process when one is named."""
     args = _without_reference_by_default(args)
-    return subprocess.run([exe, *args], cwd=cwd, env=env or cli_env(cwd), capture_output=True, text=True, timeout=600)
+    env = env or cli_env(cwd)
+    if exe == FAMR_RUN and os.environ.get("FAMR_TEST_SUBPROCESS") != "1":
+        return famr_server().run(args, cwd=cwd, env=env, timeout=600)
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 RESULTS_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results.schema.json").read_text())
@@ -73,13 +104,25 @@ def read_results(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def quickstart_runs(tmp_path_factory):
-    """The quickstart experiment run twice from a directory outside the repo, sharing one cache."""
+def quickstart_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quickstart")
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def quickstart_runs(quickstart_dir):
+    """The quickstart experiment run twice from a directory outside the repo, sharing one cache."""
     runs = []
     for name in ("first", "second"):
-        proc = run_cli([f"hydra.run.dir={tmp / name}", "evaluate.reference=retrain"], cwd=tmp)
+        proc = run_cli([f"hydra.run.dir={quickstart_dir / name}", "evaluate.reference=retrain"], cwd=quickstart_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append((proc, read_results(tmp / name)))
-    yield runs
-    shutil.rmtree(tmp, ignore_errors=True)
+        runs.append((proc, read_results(quickstart_dir / name)))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def quickstart_cache(quickstart_runs, quickstart_dir) -> Path:
+    """The cache the quickstart runs filled: the digits original and its Retrain (forget class 0), with
+    their evaluations. A module copies it into its own cache dir instead of training the same two models."""
+    return quickstart_dir / "cache"

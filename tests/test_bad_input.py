@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, famr_server, run_cli
 from famr_lab import bad_input_drill as drill
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def drill_run(tmp_path_factory) -> DrillRun:
     before = {"cache": fingerprint(cache), "outputs": fingerprint(outputs)}
     assert any(name.endswith("model.safetensors") for name in before["cache"]), before["cache"]
 
-    outcomes = drill.run_all(CASES, env, cwd=tmp, workers=2, run_root=outputs)
+    outcomes = drill.run_all(CASES, env, cwd=tmp, workers=2, run_root=outputs, server=famr_server())
     after = {"cache": fingerprint(cache), "outputs": fingerprint(outputs, skip_runs=True)}
     return DrillRun(cache, outputs, before, after, {o.case.number: o for o in outcomes})
 

@@ -6,8 +6,9 @@
 
 "Clean" means: the exit code the table lists, the table's message fragment in the output, no
 Python traceback, and for exit 2 (famr's bad-input code) exactly one ``[ERROR]`` line, ending in
-a period. Each case runs in its own subprocess with ``hydra.run.dir=<run root>/bad-<n>`` (and
-``evaluate.reference=none`` unless the case sets evaluate.reference), against a throw-away cache
+a period. Each case runs in its own process (a fork of famr_lab.forkserver, or a new ``--exe``)
+with ``hydra.run.dir=<run root>/bad-<n>`` (and ``evaluate.reference=none`` unless the case sets
+evaluate.reference), against a throw-away cache
 and output dir (FAMR_CACHE_DIR / FAMR_OUTPUT_DIR). Prints ``bad inputs tried: N, rejected cleanly: M``
 and the rows that were not clean; exits 1 when M < N.
 
@@ -31,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from famr_lab.forkserver import FamrServer
 
 # The checkout this drill belongs to (src/famr_lab/ is two levels below it): the table lives in its docs/.
 REPO = Path(__file__).resolve().parents[2]
@@ -139,13 +142,26 @@ def _arguments(case: Case, run_root: Path) -> list[str]:
 
 
 def run_case(
-    case: Case, env: dict[str, str], cwd: Path | str, run_root: Path | str | None = None, exe: str = FAMR_RUN, timeout: float = 300
+    case: Case,
+    env: dict[str, str],
+    cwd: Path | str,
+    run_root: Path | str | None = None,
+    exe: str = FAMR_RUN,
+    timeout: float = 300,
+    server: FamrServer | None = None,
 ) -> Outcome:
-    """Run famr-run on one case in a subprocess and judge its output; ``run_root`` holds the run dir (default ``cwd``)."""
+    """Run famr-run on one case and judge its output; ``run_root`` holds the run dir (default ``cwd``).
+
+    The case runs in a child of ``server`` (famr_lab.forkserver) when one is given, else in a new ``exe`` process.
+    """
     run_root = Path(run_root if run_root is not None else cwd)
     start = time.perf_counter()
     try:
-        proc = subprocess.run([exe, *_arguments(case, run_root)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        args = _arguments(case, run_root)
+        if server is not None:
+            proc = server.run(args, cwd=cwd, env=env, timeout=timeout)
+        else:
+            proc = subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         code: int | None = proc.returncode
         output = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:
@@ -193,11 +209,17 @@ def _problems(o: Outcome) -> list[str]:
 
 
 def run_all(
-    cases: list[Case], env: dict[str, str], cwd: Path | str, workers: int = 2, run_root: Path | str | None = None, exe: str = FAMR_RUN
+    cases: list[Case],
+    env: dict[str, str],
+    cwd: Path | str,
+    workers: int = 2,
+    run_root: Path | str | None = None,
+    exe: str = FAMR_RUN,
+    server: FamrServer | None = None,
 ) -> list[Outcome]:
-    """Every case, ``workers`` famr-run processes at a time (each start costs seconds of imports); in table order."""
+    """Every case, ``workers`` famr-run processes at a time, in table order (``server``: see ``run_case``)."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda case: run_case(case, env, cwd, run_root, exe), cases))
+        return list(pool.map(lambda case: run_case(case, env, cwd, run_root, exe, server=server), cases))
 
 
 def throwaway_env(tmp: Path, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -222,14 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=Path, default=TABLE, help="the Markdown file holding the table (default docs/errors.md)")
     parser.add_argument("--workers", type=int, default=2, help="famr-run processes at a time (default 2)")
-    parser.add_argument("--exe", default=FAMR_RUN, help="the famr-run to test (default: the one next to this Python)")
+    parser.add_argument(
+        "--exe", default=None, help="a famr-run console script to test, one process per case (default: famr_cli of this Python, forked)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the throw-away cache, outputs and run dirs, and print where")
     args = parser.parse_args(argv)
 
     cases = parse_table(args.table)
     tmp = Path(tempfile.mkdtemp(prefix="famr-bad-input-"))
     try:
-        outcomes = run_all(cases, throwaway_env(tmp), cwd=tmp, workers=args.workers, exe=args.exe)
+        if args.exe is None:
+            with FamrServer() as server:
+                outcomes = run_all(cases, throwaway_env(tmp), cwd=tmp, workers=args.workers, server=server)
+        else:
+            outcomes = run_all(cases, throwaway_env(tmp), cwd=tmp, workers=args.workers, exe=args.exe)
         print(report(outcomes))
         if args.keep:
             print(f"run dirs, cache and outputs kept under {tmp}")

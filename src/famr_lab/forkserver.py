@@ -1,0 +1,177 @@
+"""famr-run without its start-up cost: one server process imports famr once, every run is a fork of it.
+
+A famr-run process spends about 4 s on 2 cores importing torch, timm and Hydra before it reads its
+first argument (9 s when the cores are busy; ``time famr-run method.lam=-1``). The test suite and the
+bad-input drill start famr-run hundreds of times, mostly for runs that stop at validation, so imports
+were most of their time. The server here only imports: it never runs a model, starts no thread pool
+and parses no config, so each forked child starts from the state a fresh ``famr-run`` process has
+after its imports, with its own arguments, environment, working directory and output files, and
+exits with the code famr-run would (``FamrServer.run`` returns a ``subprocess.CompletedProcess``).
+
+Use it where what is tested is famr-run's behaviour, not the console script or the interpreter's
+start-up (those keep a real subprocess: tests/test_installed_package.py, the signal tests).
+
+    with FamrServer() as server:
+        proc = server.run(["method.lam=-1"], cwd=tmp, env=env, timeout=300)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+# Requests and replies are one JSON document per line on a Unix socket.
+_ENCODING = "utf-8"
+
+
+class FamrServer:
+    """A running fork server (a child process of this one); ``close`` or a ``with`` block stops it."""
+
+    def __init__(self, start_timeout: float = 300.0):
+        self._dir = Path(tempfile.mkdtemp(prefix="famr-forkserver-"))
+        self._socket = self._dir / "socket"
+        # Started with -c rather than -m so the server's own module is not re-imported as __main__.
+        self._log = self._dir / "server.log"
+        with self._log.open("w") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", f"from famr_lab.forkserver import serve; serve({str(self._socket)!r})"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + start_timeout
+        while not self._socket.exists():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the famr fork server stopped at start: {_read(self._log)[-2000:]}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the famr fork server did not start within {start_timeout:.0f} s")
+            time.sleep(0.05)
+
+    def run(self, args: list[str], cwd: Path | str, env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
+        """famr-run ``args`` in a forked child; raises ``subprocess.TimeoutExpired`` (child killed) like ``subprocess.run``."""
+        with tempfile.TemporaryDirectory(dir=self._dir) as scratch:
+            out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
+            request = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(str(self._socket))
+                conn.sendall((json.dumps(request) + "\n").encode(_ENCODING))
+                replies = conn.makefile("r", encoding=_ENCODING)
+                pid = json.loads(replies.readline())["pid"]
+                conn.settimeout(timeout)
+                try:
+                    line = replies.readline()
+                except TimeoutError:
+                    line = ""
+                if not line:
+                    _kill_group(pid)
+                    raise subprocess.TimeoutExpired(["famr-run", *args], timeout or 0, _read(out), _read(err))
+                code = json.loads(line)["code"]
+            return subprocess.CompletedProcess(["famr-run", *args], code, _read(out), _read(err))
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            _kill_group(self._process.pid)
+            self._process.wait(timeout=30)
+        for path in sorted(self._dir.rglob("*"), reverse=True):
+            path.unlink() if not path.is_dir() else path.rmdir()
+        self._dir.rmdir()
+
+    def __enter__(self) -> FamrServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def _kill_group(pid: int) -> None:
+    """The child and whatever it started (a joblib pool, wandb's service): each child leads its own session."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def serve(socket_path: str) -> None:
+    """The server loop: import famr once, then fork one child per request until killed."""
+    import famr_cli.cli  # noqa: F401  (the imports every child inherits; nothing else runs here)
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    partial = socket_path + ".partial"
+    listener.bind(partial)
+    listener.listen(16)
+    os.rename(partial, socket_path)  # the client waits for this name: the server is ready once it exists
+    while True:
+        conn, _ = listener.accept()
+        request = json.loads(conn.makefile("r", encoding=_ENCODING).readline())
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            conn.close()
+            _run_child(request)  # never returns
+        conn.sendall((json.dumps({"pid": pid}) + "\n").encode(_ENCODING))
+        threading.Thread(target=_report_exit, args=(conn, pid), daemon=True).start()
+
+
+def _report_exit(conn: socket.socket, pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    try:
+        conn.sendall((json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n").encode(_ENCODING))
+    except OSError:
+        pass  # the client gave up (its timeout) and killed the child
+    finally:
+        conn.close()
+
+
+def _run_child(request: dict) -> None:
+    """Become ``famr-run <args>``: own session, files as stdout/stderr, the request's cwd and environment."""
+    os.setsid()
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = ["famr-run", *request["args"]]
+    code = 0
+    try:
+        from famr_cli.cli import main
+
+        main()
+    except SystemExit as stop:
+        code = _exit_code(stop.code)
+    except BaseException:  # what the interpreter would print for an uncaught exception, and its exit code
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        import atexit
+
+        atexit._run_exitfuncs()  # what a normal interpreter exit runs (wandb, logging handlers)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+
+
+def _exit_code(value: object) -> int:
+    """``sys.exit(value)``'s process exit code: None is 0, an int is itself, anything else is printed and gives 1."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    print(value, file=sys.stderr)
+    return 1
