@@ -17,7 +17,7 @@ from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune import report
 from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
-from famr_cli.tune.study import FAILED, OK, REJECTED, already_tried, finish_trial, open_study, spent_trials
+from famr_cli.tune.study import FAILED, OK, REJECTED, already_tried, distinct_settings, finish_trial, open_study, spent_trials
 from famr_cli.tune.sweeper import trial_outcome
 from famr_cli.tune.tuned_file import write_tuned_file
 
@@ -91,6 +91,21 @@ def test_a_resumed_study_draws_new_points_and_a_replay_counts_once(tmp_path):
     resumed.tell(replay, 1.0)
     assert len(resumed.trials) == 3 and spent_trials(resumed) == 2
     assert already_tried(resumed, {"x": x}) and not already_tried(resumed, {"x": -1.0})
+
+
+def test_a_setting_run_twice_counts_once_in_the_trials_and_the_report(tmp_path):
+    def record(number, lr, state=OK, gap=1.0):
+        scores = {"UA": 90.0, "RA": 99.0, "TA": 70.0, "forget_test_acc": 5.0, "mia_efficacy": 95.0}
+        return {"number": number, "params": {"method.lr": lr}, "state": state, "objective": gap, "wall_s": 10.0, "unlearned": scores}
+
+    # Trials 0 and 1 ran the same lr (a study resumed before replays were skipped).
+    records = [record(0, 0.1), record(1, 0.1), record(2, 0.2, REJECTED, None), record(3, 0.3, gap=0.5)]
+    assert [r["number"] for r in distinct_settings(records)] == [0, 2, 3]
+    (tmp_path / "famr").mkdir()
+    (tmp_path / "famr" / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = report.summary_table(tmp_path).splitlines()[2].split(" | ")
+    assert row[1:4] == ["3", "2", "40"]  # 3 settings, 2 accepted, every run's seconds
+    assert row[4] == "0.50" and row[5] == "lr=0.3000"
 
 
 def test_the_tuned_file_keeps_unsearched_keys_and_names_its_search(tmp_path):

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune.space import declared_space, tunable_methods
-from famr_cli.tune.study import OK, read_trials
+from famr_cli.tune.study import OK, distinct_settings, read_trials
 from famr_cli.tune.tuned_file import current_commit, write_tuned_file
 
 log = logging.getLogger("famr")
@@ -111,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         summary = yaml.safe_load(results_file.read_text())
         trials = read_trials(study_dir / "trials.jsonl")
-        accepted = sum(1 for t in trials if t["state"] == OK)
-        trial_s = sum(t["wall_s"] for t in trials)
+        tried = distinct_settings(trials)
+        accepted = sum(1 for t in tried if t["state"] == OK)
+        trial_s = sum(t["wall_s"] for t in trials)  # every run's seconds, replays included: what the search cost
         best = summary.get("best_params")
         print(
-            f"  {method:13s} {len(trials)} trials ({accepted} accepted, {trial_s:.0f} s of trials, {seconds:.0f} s now): "
+            f"  {method:13s} {len(tried)} trials ({accepted} accepted, {trial_s:.0f} s of trials, {seconds:.0f} s now): "
             f"best {summary['objective']}={summary['best_value']:.3f} at {best}"
         )
         if best and not args.no_write:

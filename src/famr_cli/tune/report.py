@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from famr_cli.tune.study import OK, best_trial, read_trials
+from famr_cli.tune.study import OK, best_trial, distinct_settings, read_trials
 
 
 def _f(value: Any, digits: int = 2) -> str:
@@ -33,12 +33,13 @@ def summary_table(root: Path) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for study in sorted(p for p in root.iterdir() if (p / "trials.jsonl").is_file()):
         records = read_trials(study / "trials.jsonl")
+        tried = distinct_settings(records)
         best = best_trial(records)
         scores = (best or {}).get("unlearned") or {}
         cells = [
             study.name,
-            str(len(records)),
-            str(sum(r["state"] == OK for r in records)),
+            str(len(tried)),
+            str(sum(r["state"] == OK for r in tried)),
             f"{sum(r.get('wall_s') or 0 for r in records):.0f}",
             _f(best["objective"]) if best else "–",
             _params(best["params"]) if best else "none accepted",

@@ -92,6 +92,19 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def distinct_settings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first record of each setting tried: the trials and acceptances a study counts (``spent_trials``);
+    a study resumed before replays were skipped holds some settings twice."""
+    seen: set[tuple] = set()
+    kept = []
+    for record in records:
+        key = tuple(sorted(record["params"].items()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept
+
+
 def best_trial(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The accepted trial with the lowest objective (ties: the earlier one)."""
     accepted = [r for r in records if r["state"] == OK and r["objective"] is not None and math.isfinite(r["objective"])]
