@@ -121,7 +121,7 @@ def serve(socket_path: str) -> None:
         if pid == 0:
             listener.close()
             conn.close()
-            _run_child(request)  # never returns
+            _run_child(request)  # never returns: the child ends through sys.exit
         conn.sendall((json.dumps({"pid": pid}) + "\n").encode(_ENCODING))
         threading.Thread(target=_report_exit, args=(conn, pid), daemon=True).start()
 
@@ -137,7 +137,14 @@ def _report_exit(conn: socket.socket, pid: int) -> None:
 
 
 def _run_child(request: dict) -> None:
-    """Become ``famr-run <args>``: own session, files as stdout/stderr, the request's cwd and environment."""
+    """Become ``famr-run <args>``: own session, files as stdout/stderr, the request's cwd and environment.
+
+    It never returns into the server loop: famr-run's ``sys.exit`` (or ours after a normal return), and
+    any uncaught exception, unwind out of ``serve`` and end the interpreter the normal way, so the
+    child shuts down exactly as a famr-run process does (non-daemon threads joined, e.g. joblib's
+    worker pools, then the atexit handlers, then the streams flushed; a traceback and exit 1 for an
+    uncaught exception). ``os._exit`` would skip the thread shutdown, and a pool waiting for it hangs.
+    """
     os.setsid()
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
@@ -146,32 +153,7 @@ def _run_child(request: dict) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = ["famr-run", *request["args"]]
-    code = 0
-    try:
-        from famr_cli.cli import main
+    from famr_cli.cli import main
 
-        main()
-    except SystemExit as stop:
-        code = _exit_code(stop.code)
-    except BaseException:  # what the interpreter would print for an uncaught exception, and its exit code
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        import atexit
-
-        atexit._run_exitfuncs()  # what a normal interpreter exit runs (wandb, logging handlers)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(code)
-
-
-def _exit_code(value: object) -> int:
-    """``sys.exit(value)``'s process exit code: None is 0, an int is itself, anything else is printed and gives 1."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    print(value, file=sys.stderr)
-    return 1
+    main()
+    sys.exit(0)
