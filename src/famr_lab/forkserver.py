@@ -9,7 +9,8 @@ after its imports, with its own arguments, environment, working directory and ou
 exits with the code famr-run would (``FamrServer.run`` returns a ``subprocess.CompletedProcess``).
 
 Use it where what is tested is famr-run's behaviour, not the console script or the interpreter's
-start-up (those keep a real subprocess: tests/test_installed_package.py, the signal tests).
+start-up (those keep a real subprocess: tests/test_installed_package.py, the signal tests). Libraries
+that make per-process resources at import are kept out of the server (wandb; see ``serve``).
 
     with FamrServer() as server:
         proc = server.run(["method.lam=-1"], cwd=tmp, env=env, timeout=300)
@@ -107,7 +108,15 @@ def _kill_group(pid: int) -> None:
 
 def serve(socket_path: str) -> None:
     """The server loop: import famr once, then fork one child per request until killed."""
-    import famr_cli.cli  # noqa: F401  (the imports every child inherits; nothing else runs here)
+    # wandb creates a media temp dir at import and deletes it at exit: every child would delete the one
+    # dir they all share. timm imports wandb only where it is installed, so the server holds it back
+    # (timm then leaves out its own wandb logging, which famr never uses) and each child imports its own
+    # when famr's wandb logger starts.
+    sys.modules["wandb"] = None  # type: ignore[assignment]
+    try:
+        import famr_cli.cli  # noqa: F401  (the imports every child inherits; nothing else runs here)
+    finally:
+        del sys.modules["wandb"]
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     partial = socket_path + ".partial"
