@@ -39,9 +39,9 @@ class FamrServer:
     def __init__(self, start_timeout: float = 300.0):
         self._dir = Path(tempfile.mkdtemp(prefix="famr-forkserver-"))
         self._socket = self._dir / "socket"
-        # Started with -c rather than -m so the server's own module is not re-imported as __main__.
         self._log = self._dir / "server.log"
         with self._log.open("w") as log:
+            # -c rather than -m, so this module is not imported a second time as __main__.
             self._process = subprocess.Popen(
                 [sys.executable, "-c", f"from famr_lab.forkserver import serve; serve({str(self._socket)!r})"],
                 stdin=subprocess.DEVNULL,
