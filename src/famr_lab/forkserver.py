@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,9 +84,7 @@ class FamrServer:
         if self._process.poll() is None:
             _kill_group(self._process.pid)
             self._process.wait(timeout=30)
-        for path in sorted(self._dir.rglob("*"), reverse=True):
-            path.unlink() if not path.is_dir() else path.rmdir()
-        self._dir.rmdir()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> FamrServer:
         return self
