@@ -22,8 +22,10 @@ from famr_cli.prepared import prepare
 from famr_cli.train.checkpoint import TrainingCheckpoint, saved_epochs
 from famr_cli.train.loop import run_loop
 
-# Long enough (~0.4 s per epoch on 2 cores) to be killed mid-training, short enough for the default run.
-RUN_ARGS = ["train.epochs=14", "method.epochs=2", "evaluate.reference=none"]
+# Long enough (about 1 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
+# with epochs still to run, and short enough to pay four times.
+TRAIN_EPOCHS = 7
+RUN_ARGS = [f"train.epochs={TRAIN_EPOCHS}", "method.epochs=2", "evaluate.reference=none"]
 KILL_AFTER_EPOCH = 3
 
 
@@ -97,7 +99,7 @@ def test_killed_training_resumes_to_the_same_weights_and_metrics(tmp_path, unint
     assert resumed["certificate"]["param_dist"] == reference["certificate"]["param_dist"]
     assert not list((tmp_path / "cache").glob("original/.*.training"))
     meta = json.loads(next((tmp_path / "cache").glob("original/*/meta.json")).read_text())
-    assert meta["metrics"]["resumed_from_epoch"] == resumed_at and len(meta["metrics"]["epoch_losses"]) == 14
+    assert meta["metrics"]["resumed_from_epoch"] == resumed_at and len(meta["metrics"]["epoch_losses"]) == TRAIN_EPOCHS
 
 
 def _cfg(tmp_path, *extra):

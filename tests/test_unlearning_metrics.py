@@ -143,6 +143,28 @@ def test_mia_efficacy_caps_and_subsamples_deterministically():
         mia_efficacy(*args, max_shadow=0)
 
 
+def test_mia_efficacy_fits_in_workers_only_for_large_shadow_sets_and_agrees_with_one_process(monkeypatch):
+    from famr_cli.evaluate import unlearning_metrics
+
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.randn(300, K, generator=gen, dtype=torch.float64).softmax(1)
+    labels = torch.randint(0, K, (300,), generator=gen)
+    args = (probs[:120], labels[:120], probs[120:200], labels[120:200], probs[200:], labels[200:])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    pools = []
+
+    class CountingParallel(unlearning_metrics.Parallel):
+        def __init__(self, *a, **kw):
+            pools.append(kw)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(unlearning_metrics, "Parallel", CountingParallel)
+    in_process = mia_efficacy(*args)  # 80 shadow rows a side: below the threshold, no worker starts
+    assert pools == []
+    monkeypatch.setattr(unlearning_metrics, "PARALLEL_SHADOW_MIN", 80)
+    assert mia_efficacy(*args) == in_process and pools == [{"n_jobs": 2, "backend": "loky"}]
+
+
 def test_mia_efficacy_rejects_empty_forget_set_and_bad_inputs():
     members, nonmembers = one_hot_correct(10), diffuse_wrong(10)
     empty = (torch.empty(0, K, dtype=torch.float64), torch.empty(0, dtype=torch.long))

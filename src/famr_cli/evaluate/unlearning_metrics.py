@@ -103,6 +103,11 @@ def prob(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- MIA-Efficacy
 
 
+# Shadow rows per side from which the attacks fit in worker processes (docs/performance.md: below it,
+# starting the workers costs more than the five fits).
+PARALLEL_SHADOW_MIN = 3000
+
+
 def mia_efficacy(
     member_probs: ArrayLike,
     member_labels: ArrayLike,
@@ -157,8 +162,9 @@ def mia_efficacy(
         x_shadow = torch.cat([feature(member_probs, member_labels), feature(nonmember_probs, nonmember_labels)]).numpy()
         tasks.append((x_shadow, feature(forget_probs, forget_labels).numpy()))
     # libsvm holds the GIL and fits on one core; the five attacks are independent, so they fit in
-    # worker processes when this job may use several threads (seconds per evaluated model).
-    workers = min(len(tasks), torch.get_num_threads())
+    # worker processes when this job may use several threads and the fits outweigh starting the
+    # workers (seconds per job): small shadow sets (digits: 324 a side) fit in a tenth of a second.
+    workers = min(len(tasks), torch.get_num_threads()) if n >= PARALLEL_SHADOW_MIN else 1
     if workers > 1:
         shares = Parallel(n_jobs=workers, backend="loky")(delayed(_attack_share)(x, y_shadow, f) for x, f in tasks)
     else:
