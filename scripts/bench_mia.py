@@ -4,7 +4,8 @@
 
 Prints, per shadow-set size (rows a side), the seconds of the five fits in this process and with a
 fresh two-worker loky pool (the pool's start-up included, as a famr-run job pays it once) and again
-on the now warm pool (as the job's later evaluations run), and the ratios to in-process. famr_cli.evaluate.unlearning_metrics.PARALLEL_SHADOW_MIN is set from these figures.
+on the now warm pool (as the job's later evaluations run), and the ratios to in-process.
+famr_cli.evaluate.unlearning_metrics.PARALLEL_SHADOW_MIN is set from these figures.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=10, help="columns of a feature (10: the prob attack on 10 classes)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print("| shadow rows a side | in process (s) | 2 workers, cold pool (s) | 2 workers, warm pool (s) | cold / in process | warm / in process |")
+    columns = ["shadow rows a side", "in process (s)", "2 workers, cold pool (s)", "2 workers, warm pool (s)"]
+    print("| " + " | ".join([*columns, "cold / in process", "warm / in process"]) + " |")
     print("|---|---|---|---|---|---|")
     for n in args.sizes:
         x = rng.random((2 * n, args.features))
