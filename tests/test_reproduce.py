@@ -221,7 +221,7 @@ def test_profiles_as_specified():
     assert cpu.experiments == ("cifar10_cpu",) and cpu.methods == methods
     assert cpu.seed_overrides(cpu.seeds) == ["seed=0,1", "train.seed=0"]
     assert paper.lambdas == cpu.lambdas == (0.01, 0.03, 0.1, 0.3, 1.0)
-    assert smoke.hidden and smoke.experiments == ("quickstart",) and set(smoke.methods) == {"famr", "finetune", "retrain"}
+    assert smoke.hidden and smoke.experiments == ("quickstart",) and set(smoke.methods) == {"famr", "grad_ascent", "retrain"}
     assert (
         [t.title for t in cpu.forget_tables]
         == [t.title for t in paper.forget_tables]
@@ -339,7 +339,7 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert [(r["method"], r["n"], r["failed"], r["seeds"]) for r in rows] == [
         ("retrain", "2", "0", "0;1"),
         ("famr", "2", "0", "0;1"),
-        ("finetune", "2", "0", "0;1"),
+        ("grad_ascent", "2", "0", "0;1"),
     ]
     assert all(r["UA_mean"] and r["rte_s_mean"] and r["avg_gap_mean"] for r in rows)
     md = (out / "smoke_quickstart.md").read_text()

@@ -9,7 +9,6 @@ the type checks they need and the uniform wording of the new ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 from famr_cli.errors import FamrError
@@ -48,12 +47,4 @@ def flag(value: Any, key: str) -> bool:
     """A YAML boolean; strings such as 'maybe' or 'yes' are refused rather than read as True."""
     if not isinstance(value, bool):
         raise FamrError(f"{key} must be true or false (got {value}); use {key}=true or {key}=false.")
-    return value
-
-
-def one_of(value: Any, key: str, options: Iterable[str]) -> str:
-    """``value`` when it is one of ``options``, else FamrError listing them."""
-    options = list(options)
-    if not isinstance(value, str) or value not in options:
-        raise FamrError(f"Unknown {key} '{value}': set {key} to one of {', '.join(options)}.")
     return value

@@ -44,9 +44,6 @@ class TrainedModel:
     recorded_train_s: float  # how long its training took when it was first trained
 
 
-OriginalModel = TrainedModel  # the name earlier code and tests use
-
-
 def _section(cfg: DictConfig, name: str) -> dict[str, Any]:
     return OmegaConf.to_container(cfg[name], resolve=True)
 

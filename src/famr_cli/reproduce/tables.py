@@ -125,10 +125,6 @@ def job_seed(job: Job) -> int | None:
         return None
 
 
-def job_experiment(job: Job, default: str) -> str:
-    return job.overrides.get("experiment", default)
-
-
 def _forget_text(results: dict[str, Any]) -> str | None:
     forget, names = results.get("forget") or {}, (results.get("dataset") or {}).get("class_names") or []
     classes = forget.get("classes")
@@ -209,14 +205,6 @@ def trials_behind(results: dict[str, Any] | None) -> str:
     protocol = str(tuned_by.get("protocol", ""))
     text = str(trials) if trials is not None else "?"
     return text if protocol == "famr-tune" else f"{text} (hand)" if protocol.startswith("hand") else f"{text} (none)"
-
-
-def method_tables(jobs: list[Job], default_experiment: str, **kwargs: Any) -> list[Table]:
-    """One table per experiment (from each job's ``experiment=`` override, else ``default_experiment``)."""
-    by_experiment: dict[str, list[Job]] = {}
-    for job in jobs:
-        by_experiment.setdefault(job_experiment(job, default_experiment), []).append(job)
-    return [build_table(members, experiment, **kwargs) for experiment, members in by_experiment.items()]
 
 
 def _lam(job: Job) -> str:
