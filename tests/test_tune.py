@@ -18,7 +18,7 @@ from famr_cli.errors import FamrError
 from famr_cli.tune import report
 from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
 from famr_cli.tune.study import FAILED, OK, REJECTED, already_tried, distinct_settings, finish_trial, open_study, spent_trials
-from famr_cli.tune.sweeper import trial_outcome
+from famr_cli.tune.sweeper import trial_outcome, trial_record
 from famr_cli.tune.tuned_file import write_tuned_file
 
 FAMR_TUNE = str(Path(sys.executable).with_name("famr-tune"))
@@ -169,3 +169,10 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     summary = report.summary_table(root)
     assert summary.splitlines()[2].startswith("| famr | 3 |") and summary.splitlines()[3].startswith("| ssd | 2 |")
     assert len(report.trials_table(root / "famr").splitlines()) == 4 + 3
+
+
+def test_a_trial_record_names_its_run_dir_relative_to_the_search_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = trial_record(0, {"method.lr": 0.1}, OK, 1.0, "", None, 2.0, tmp_path / "outputs" / "tuning" / "runs" / "0")
+    outside = trial_record(1, {"method.lr": 0.2}, OK, 1.0, "", None, 2.0, Path("/elsewhere/runs/1"))
+    assert inside["run_dir"] == "outputs/tuning/runs/0" and outside["run_dir"] == "/elsewhere/runs/1"

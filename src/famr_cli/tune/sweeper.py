@@ -70,6 +70,15 @@ def trial_outcome(results: dict[str, Any] | None, objective: str, max_retain_dro
     return OK, float(value), ""
 
 
+def _portable(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it: a trials file stays valid in a copy
+    of the search moved to another checkout or machine."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def trial_record(
     number: int, values: dict[str, Any], state: str, value: float, reason: str, results: dict | None, wall_s: float, run_dir: Path
 ):
@@ -94,7 +103,7 @@ def trial_record(
         "unlearn_s": ((results or {}).get("timing") or {}).get("unlearn_s"),
         "wall_s": wall_s,
         "eval_split": ((results or {}).get("dataset") or {}).get("eval_split"),
-        "run_dir": str(run_dir),
+        "run_dir": _portable(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
