@@ -22,7 +22,7 @@ from famr_cli.prepared import prepare
 from famr_cli.train.checkpoint import TrainingCheckpoint, saved_epochs
 from famr_cli.train.loop import run_loop
 
-# Long enough (about 1 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
+# Long enough (1-2 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
 # with epochs still to run, and short enough to pay four times.
 TRAIN_EPOCHS = 7
 RUN_ARGS = [f"train.epochs={TRAIN_EPOCHS}", "method.epochs=2", "evaluate.reference=none"]

@@ -163,7 +163,7 @@ def mia_efficacy(
         tasks.append((x_shadow, feature(forget_probs, forget_labels).numpy()))
     # libsvm holds the GIL and fits on one core; the five attacks are independent, so they fit in
     # worker processes when this job may use several threads and the fits outweigh starting the
-    # workers (seconds per job): small shadow sets (digits: 324 a side) fit in a tenth of a second.
+    # workers (seconds per job): small shadow sets (digits: 324 a side) fit in about 0.2 s.
     workers = min(len(tasks), torch.get_num_threads()) if n >= PARALLEL_SHADOW_MIN else 1
     if workers > 1:
         shares = Parallel(n_jobs=workers, backend="loky")(delayed(_attack_share)(x, y_shadow, f) for x, f in tasks)
