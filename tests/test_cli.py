@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
+from famr_cli.results import finished_results, write_results
 
 CORE_KEYS = {"status", "method", "config", "metrics", "gaps", "timing", "certificate", "cache"}
 METRIC_KEYS = {"test_acc", "forget_train_acc", "forget_test_acc", "retain_train_acc", "retain_test_acc", "per_class_test_acc"}
@@ -59,3 +60,16 @@ def test_console_table_prints_the_headline_figures(quickstart_runs):
         assert label in proc.stdout
     # progress=auto: no progress bars when the output is not a terminal
     assert "it/s" not in proc.stdout + proc.stderr and "s/it" not in proc.stdout + proc.stderr
+
+
+def test_finished_results_match_only_an_ok_job_of_the_same_config(tmp_path):
+    config = {"method": {"name": "famr", "lam": 0.1}, "seed": 0, "skip_finished": False}
+    write_results(tmp_path, {"status": "ok", "config": config, "gaps": {"avg_gap": float("nan")}})
+    assert finished_results(tmp_path, {**config, "skip_finished": True})["gaps"] == {"avg_gap": None}
+    assert finished_results(tmp_path, {**config, "seed": 1}) is None
+    assert finished_results(tmp_path, {**config, "method": {"name": "famr", "lam": 0.3}}) is None
+    write_results(tmp_path, {"status": "interrupted", "config": config})
+    assert finished_results(tmp_path, config) is None
+    (tmp_path / "results.json").write_text('{"status": "ok", "conf')
+    assert finished_results(tmp_path, config) is None
+    assert finished_results(tmp_path / "missing", config) is None

@@ -258,6 +258,20 @@ def test_runner_builds_tables_from_the_ok_jobs_when_famr_run_fails(tmp_path):
     assert (runs / "cpu" / "machine.txt").read_text().strip() in md
 
 
+def test_resume_keeps_the_sweep_dirs_and_asks_famr_run_to_skip_finished_jobs(tmp_path):
+    profile = replace(PROFILES["cpu"], methods=("famr",), seeds=(0,), lambdas=())
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    record = "import pathlib, sys; d = pathlib.Path(sys.argv[-1].split('=', 1)[1]); (d / 'argv').write_text(' '.join(sys.argv[1:]))"
+    sweeps = plan_sweeps(profile, runs, DataPlan(), famr_run=[sys.executable, "-c", record], resume=True)
+    earlier = sweeps[0].dir / "0" / "results.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
+    reproduce(profile, sweeps, out, runs, resume=True, log=[].append)
+    assert earlier.is_file() and not list(sweeps[0].dir.parent.glob("*.prev-*"))
+    assert "skip_finished=true" in (sweeps[0].dir / "argv").read_text().split()
+    assert all("skip_finished=true" not in s.argv for s in plan_sweeps(profile, runs, DataPlan(), famr_run=["famr-run"]))
+
+
 def run_script(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

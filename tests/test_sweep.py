@@ -56,6 +56,16 @@ def test_lambda_sweep_trains_original_and_retrain_once_and_writes_summary_and_pl
         data = (sweep / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, plot
 
+    # A sweep killed during job 2, run again with skip_finished=true: jobs 0 and 1 are kept as they were, job 2 runs.
+    kept = [(sweep / str(i) / "results.json").read_text() for i in range(2)]
+    (sweep / "2" / "results.json").write_text(json.dumps({"status": "interrupted", "method": "famr", "exit_code": 143}))
+    args = ["-m", *TINY, "method.lam=0.01,0.1,1", "evaluate.reference=retrain", f"hydra.sweep.dir={sweep}", "skip_finished=true"]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("already finished ok") == 2
+    assert [(sweep / str(i) / "results.json").read_text() for i in range(2)] == kept
+    assert read_results(sweep / "2")["status"] == "ok" and read_results(sweep / "2")["config"]["method"]["lam"] == 1
+
 
 def _slow_build(args):
     counter, entry = args

@@ -20,7 +20,7 @@ from famr_cli.errors import DivergedError, FamrError, RunInterrupted
 from famr_cli.host import available_cores
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment, train_models_only
-from famr_cli.results import summary_table, write_results
+from famr_cli.results import finished_results, summary_table, write_results
 from famr_cli.runtime import keep_freed_memory, limit_threads, resolve_device, set_deterministic, threads_per_job
 from famr_cli.sweep import callback as sweep_callback
 from famr_cli.sweep.callback import sweep_group
@@ -60,6 +60,11 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     if launched_by_torchrun() and process_rank() > 0:
         return _train_as_ddp_follower(cfg), None
     run_dir = _run_dir()
+    if cfg.get("skip_finished") is True:  # any other value is left to validation's error
+        earlier = finished_results(run_dir, OmegaConf.to_container(cfg, resolve=True))
+        if earlier is not None:
+            log.info("This job already finished ok in %s (skip_finished=true): its results are kept, nothing runs.", run_dir)
+            return 0, earlier
     logger = build_logger(_with_sweep_group(cfg.logger))
     exit_code = 0
     results = None

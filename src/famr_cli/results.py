@@ -38,6 +38,26 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
     return target
 
 
+def finished_results(run_dir: str | Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The ok results.json already in ``run_dir`` when it was written for this very ``config``; else None.
+
+    A multirun's job dirs are numbered in the order of its overrides, so running the same sweep again
+    into the same dir finds each job's earlier results at the same place; a config that differs in any
+    value (another commit's defaults, another override) does not match and the job runs again.
+    """
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("status") != "ok" or not isinstance(results.get("config"), dict):
+        return None
+    # skip_finished itself does not make a job different: a sweep run without it may be resumed with it.
+    earlier = {k: v for k, v in results["config"].items() if k != "skip_finished"}
+    now = {k: v for k, v in json.loads(json.dumps(_clean(config))).items() if k != "skip_finished"}
+    return results if earlier == now else None
+
+
 ROWS = [
     ("test acc", "test_acc", None),
     ("forget-test acc", "forget_test_acc", None),

@@ -71,6 +71,8 @@ def _check_root_keys(cfg: DictConfig) -> None:
         flag(cfg.deterministic, "deterministic")
     if "compile" in cfg:
         flag(cfg.compile, "compile")
+    if "skip_finished" in cfg:
+        flag(cfg.skip_finished, "skip_finished")
     if "checkpoint_every" in cfg:
         whole(cfg.checkpoint_every, "checkpoint_every", 1, minimum=0)
     _check_objective(cfg.get("objective"))

@@ -8,7 +8,8 @@
 Runs one ``famr-run -m`` per experiment (every method x every seed) plus FAMR's λ sweep, then writes
 outputs/tables/<profile>_<experiment>.{md,csv,tex} (and _lambda.* with the λ plots). Profiles and
 their seed schemes: src/famr_cli/reproduce/profiles.py. Sweeps run under --runs (outputs/reproduce/<profile>/);
-a previous run's sweep dir is kept as <dir>.prev-<time>, and --tables-only rebuilds the tables from the
+a previous run's sweep dir is kept as <dir>.prev-<time>, --resume instead continues the sweeps already
+there (jobs that finished ok are kept, the others run), and --tables-only rebuilds the tables from the
 sweeps already there. Exit 0 when every job finished ok, 1 when
 some did not (the tables are still written from the others), 2 on bad input such as missing data.
 """
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="where the tables go (default: outputs/tables)")
     parser.add_argument("--runs", type=Path, default=Path("outputs/reproduce"), help="where the sweeps run (default: outputs/reproduce)")
     parser.add_argument("--dry-run", action="store_true", help="print the famr-run commands and exit")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the sweeps under --runs: jobs that finished ok are kept, the others run"
+    )
     parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the sweeps already under --runs")
     return parser.parse_args(argv)
 
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(err, file=sys.stderr)
         return EXIT_BAD_INPUT
-    sweeps = plan_sweeps(profile, runs_root, data)
+    sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume)
 
     if args.dry_run:
         for line in (*data.notes, *(f"a real run would stop here: {p}" for p in data.problems)):
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[reproduce] {note}")
     print(f"[reproduce] profile {profile.name}: {profile.doc}")
     try:
-        return reproduce(profile, sweeps, out_dir, runs_root, tables_only=args.tables_only)
+        return reproduce(profile, sweeps, out_dir, runs_root, tables_only=args.tables_only, resume=args.resume)
     except KeyboardInterrupt:
         print("[reproduce] interrupted; finished jobs stay under " + str(runs_root / profile.name), file=sys.stderr)
         return 130

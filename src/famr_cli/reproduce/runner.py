@@ -53,8 +53,9 @@ def _numbers(values) -> str:
     return ",".join(format(v, "g") for v in values)
 
 
-def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: list[str] | None = None) -> list[Sweep]:
-    """Every methods sweep (one per experiment, all methods x all seeds), then FAMR's λ sweep."""
+def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: list[str] | None = None, resume: bool = False) -> list[Sweep]:
+    """Every methods sweep (one per experiment, all methods x all seeds), then FAMR's λ sweep.
+    ``resume``: the jobs skip themselves where the same sweep dir holds their ok results."""
     famr_run = famr_run or famr_run_command()
     base = runs_root / profile.name
     sweeps = []
@@ -70,6 +71,7 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
             *profile.seed_overrides(seeds),
             *data.overrides.get(experiment, []),
             *profile.overrides,
+            *(["skip_finished=true"] if resume else []),
             "progress=false",
             f"hydra.sweep.dir={hydra_value(str(out))}",
         ]
@@ -110,11 +112,12 @@ def _set_aside(path: Path) -> Path | None:
     return target
 
 
-def run_sweeps(sweeps: list[Sweep], log=print) -> dict[str, int]:
-    """Run each sweep in turn (famr-run's own output streams through); returns the exit code per sweep dir."""
+def run_sweeps(sweeps: list[Sweep], log=print, resume: bool = False) -> dict[str, int]:
+    """Run each sweep in turn (famr-run's own output streams through); returns the exit code per sweep dir.
+    A previous run's sweep dir is set aside, unless ``resume``: then its finished jobs are kept."""
     codes = {}
     for sweep in sweeps:
-        moved = _set_aside(sweep.dir)
+        moved = None if resume else _set_aside(sweep.dir)
         if moved:
             log(f"[reproduce] kept the previous {sweep.kind} sweep of {sweep.experiment} as {moved}")
         sweep.dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,9 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
     return written
 
 
-def reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: Path, tables_only: bool = False, log=print) -> int:
+def reproduce(
+    profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: Path, tables_only: bool = False, resume: bool = False, log=print
+) -> int:
     """Run the sweeps (unless ``tables_only``), write the tables; 0 only when every job finished ok."""
     machine_file = runs_root / profile.name / MACHINE_FILE
     codes: dict[str, int] = {}
@@ -181,7 +186,7 @@ def reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: P
         machine = describe_machine()
         machine_file.parent.mkdir(parents=True, exist_ok=True)
         machine_file.write_text(machine + "\n")
-        codes = run_sweeps(sweeps, log)
+        codes = run_sweeps(sweeps, log, resume=resume)
     written = write_tables(profile, sweeps, out_dir, machine)
     for table in [*written.tables, *written.forgotten]:
         log("")
