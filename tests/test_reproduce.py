@@ -49,7 +49,8 @@ CANNED = [
 CAPTION = (
     "Class forgetting, cifar10_cpu, forget class 0 (airplane); mean ± std over seeds 0, 1; device: cpu (Test CPU, 2 cores). "
     "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; "
-    "trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults)."
+    "trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; "
+    "hand = an earlier hand search; 0 = the published defaults)."
 )
 EXPECTED_MARKDOWN = f"""**{CAPTION}**
 
@@ -60,7 +61,7 @@ EXPECTED_MARKDOWN = f"""**{CAPTION}**
 """  # noqa: E501
 EXPECTED_LATEX = r"""\begin{table}[t]
 \centering
-\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults).}
+\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; hand = an earlier hand search; 0 = the published defaults).}
 \label{tab:cifar10-cpu}
 \begin{tabular}{lrrrrrrrrrr}
 \toprule
@@ -364,3 +365,14 @@ def test_smoke_profile_end_to_end(tmp_path):
     jobs = load_jobs(runs / "smoke" / "quickstart" / "methods")
     assert len({j.results["cache"]["original"]["key"] for j in jobs}) == 1
     assert len({j.results["cache"]["retrain"]["key"] for j in jobs}) == 1
+
+
+def test_the_trials_column_names_the_search_behind_a_row():
+    def job(method: str, tuned_by: dict | None) -> dict:
+        return {"method": method, "config": {"method": {"name": method, **({"tuned_by": tuned_by} if tuned_by else {})}}}
+
+    assert tables.trials_behind(job("famr", {"protocol": "famr-tune", "trials": 4, "accepted": 3})) == "4"
+    assert tables.trials_behind(job("famr", {"protocol": "famr-tune", "trials": 4, "accepted": 0})) == "4 (0 accepted)"
+    assert tables.trials_behind(job("scrub", {"protocol": "hand sweep", "trials": 6})) == "6 (hand)"
+    assert tables.trials_behind(job("ssd", None)) == "0"
+    assert tables.trials_behind(job("retrain", None)) == tables.MISSING

@@ -96,5 +96,6 @@ MISSING = "–"
 DAGGER = "†"
 UNITS = (
     "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; "
-    "trials = the search behind the method's values (famr-tune trials; hand = an earlier hand search; 0 = the published defaults)."
+    "trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; "
+    "hand = an earlier hand search; 0 = the published defaults)."
 )

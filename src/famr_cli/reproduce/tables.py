@@ -204,6 +204,8 @@ def trials_behind(results: dict[str, Any] | None) -> str:
     trials = tuned_by.get("trials")
     protocol = str(tuned_by.get("protocol", ""))
     text = str(trials) if trials is not None else "?"
+    if protocol == "famr-tune" and tuned_by.get("accepted") == 0:
+        return f"{text} (0 accepted)"  # no setting passed the collapse guard: the file names the values used instead
     return text if protocol == "famr-tune" else f"{text} (hand)" if protocol.startswith("hand") else f"{text} (none)"
 
 
