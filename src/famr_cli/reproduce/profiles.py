@@ -95,12 +95,14 @@ PAPER = Profile(
 CPU = Profile(
     name="cpu",
     doc=(
-        "CIFAR-10 on 2 CPU cores (experiment=cifar10_cpu), every method, 2 seeds, in about an hour. Our choice, to fit "
-        "that hour: only the unlearning seed varies. `train.seed=0` is pinned (it is part of the original model's and "
-        "Retrain's cache key) and `seed=0,1` is swept (it drives the unlearning's batch order, random labels, the MIA "
-        "subsample, ...), so the original model and each Retrain (class, 10 % sample) are trained once (about 11, 10 and "
-        "10 min) and every method runs twice from the same original; a class-forgetting and a 10 %-random-forgetting "
-        "table (SalUn's protocol). The ± therefore covers the unlearning's randomness only, not the original "
+        "CIFAR-10 on 2 CPU cores (experiment=cifar10_cpu), every method, 2 seeds, a class-forgetting and a "
+        "10 %-random-forgetting table (SalUn's protocol): about 3.5 hours from an empty cache on 2 cores (docs/sweeps.md; "
+        "--resume continues a stopped run). Our choice, to keep it affordable: only the unlearning seed varies. "
+        "`train.seed=0` is pinned (it is part of the original model's and Retrain's cache key) and `seed=0,1` is swept "
+        "(it drives the unlearning's batch order, random labels, the MIA subsample, ...), so the original model and each "
+        "Retrain (class, 10 % sample) are trained once (about 15 min each) and every method runs twice from the same "
+        "original. "
+        "The ± therefore covers the unlearning's randomness only, not the original "
         "model's; Retrain's row repeats one model (std 0). CIFAR-10 must be on disk (DATA=... or FAMR_CIFAR10_ROOT or "
         "the shared copy); --allow-download lets torchvision fetch it instead. FAMR's λ sweep runs on seed 0."
     ),
