@@ -101,8 +101,7 @@ CPU = Profile(
         "`train.seed=0` is pinned (it is part of the original model's and Retrain's cache key) and `seed=0,1` is swept "
         "(it drives the unlearning's batch order, random labels, the MIA subsample, ...), so the original model and each "
         "Retrain (class, 10 % sample) are trained once (about 15 min each) and every method runs twice from the same "
-        "original. "
-        "The ± therefore covers the unlearning's randomness only, not the original "
+        "original. The ± therefore covers the unlearning's randomness only, not the original "
         "model's; Retrain's row repeats one model (std 0). CIFAR-10 must be on disk (DATA=... or FAMR_CIFAR10_ROOT or "
         "the shared copy); --allow-download lets torchvision fetch it instead. FAMR's λ sweep runs on seed 0."
     ),
