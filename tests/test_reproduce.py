@@ -298,6 +298,21 @@ def test_dry_run_prints_the_commands(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_tables_picks_the_forget_tables_and_the_lambda_sweep_goes_with_class(tmp_path, capsys):
+    from famr_cli.reproduce.cli import main
+
+    (tmp_path / "train").mkdir()
+    base = ["--profile", "cpu", "--data", str(tmp_path), "--dry-run", "--runs", str(tmp_path / "runs")]
+    assert main([*base, "--tables", "sample"]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert len(commands) == 1 and commands[0].endswith("/methods_sample") and "forget=sample forget.fraction=0.1" in commands[0]
+    assert main([*base, "--tables", "class"]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert [c.rsplit("/", 1)[1] for c in commands] == ["methods", "lambda"]
+    assert main([*base, "--tables", "sample,styles"]) == 2
+    assert capsys.readouterr().err == "Unknown table(s) styles for --tables: choose from class, sample.\n"
+
+
 def test_cifar10_sources_in_order(tmp_path, monkeypatch):
     monkeypatch.delenv("FAMR_CIFAR10_ROOT", raising=False)
     monkeypatch.delenv("FAMR_SHARED_DATA", raising=False)

@@ -1,7 +1,8 @@
-"""Reproduce the paper's class-forgetting tables: FAMR beside every baseline, mean ± std over seeds.
+"""Reproduce the paper's tables (class and 10 %-random forgetting): FAMR beside every baseline, mean ± std over seeds.
 
     famr-reproduce --profile cpu  [--data PATH] [--seeds N] [--out outputs/tables] [--dry-run]
     famr-reproduce --profile paper [--imagenet PATH] [--experiments cifar10_resnet18,cifar10_vit]
+    famr-reproduce --profile cpu --tables sample   # one forget table (FAMR's λ sweep runs with class)
 
 (``make reproduce`` and ``python scripts/reproduce.py`` run the same command.)
 
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", default="paper", metavar="{" + ",".join(public_profiles()) + "}", help="what to run (default: paper)")
     parser.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the profile's)")
     parser.add_argument("--experiments", help="comma-separated subset of the profile's experiments")
+    parser.add_argument(
+        "--tables", help="comma-separated subset of the profile's forget tables, class and/or sample (default: all; λ runs with class)"
+    )
     parser.add_argument("--data", help="CIFAR-10: a folder or .tar.gz in the CIFAR layout (default: FAMR_CIFAR10_ROOT, the shared copy)")
     parser.add_argument("--imagenet", help="ImageNet root with train/ and val/ (default: FAMR_IMAGENET_ROOT)")
     parser.add_argument("--allow-download", action="store_true", help="let torchvision download CIFAR-10 when no local copy exists")
@@ -72,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Unknown experiment(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(experiment_names())}.", file=sys.stderr)
             return EXIT_BAD_INPUT
         profile = profile.with_experiments(chosen)
+    if args.tables:
+        offered = [t.key for t in profile.forget_tables]
+        chosen = tuple(t.strip() for t in args.tables.split(",") if t.strip())
+        unknown = [t for t in chosen if t not in offered]
+        if unknown or not chosen:
+            print(f"Unknown table(s) {', '.join(unknown) or '(none)'} for --tables: choose from {', '.join(offered)}.", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        profile = profile.with_tables(chosen)
 
     runs_root = args.runs.expanduser().resolve()
     out_dir = args.out.expanduser().resolve()

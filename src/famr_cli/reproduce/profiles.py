@@ -36,6 +36,11 @@ class ForgetTable:
     title: str
     overrides: tuple[str, ...] = ()
 
+    @property
+    def key(self) -> str:
+        """What ``famr-reproduce --tables`` calls it."""
+        return self.name or "class"
+
 
 CLASS_TABLE = ForgetTable("", "Class forgetting")
 # SalUn's protocol (Fan et al., ICLR 2024, Table 1): 10 % of the training set drawn at random, Retrain on the other 90 %.
@@ -66,6 +71,10 @@ class Profile:
 
     def with_experiments(self, experiments: tuple[str, ...]) -> Profile:
         return replace(self, experiments=experiments)
+
+    def with_tables(self, keys: tuple[str, ...]) -> Profile:
+        """Only the forget tables named (``class``, ``sample``), in the profile's order."""
+        return replace(self, forget_tables=tuple(t for t in self.forget_tables if t.key in keys))
 
     def seed_overrides(self, seeds: tuple[int, ...]) -> list[str]:
         """The overrides that vary (or pin) the seeds of one sweep."""

@@ -54,7 +54,8 @@ def _numbers(values) -> str:
 
 
 def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: list[str] | None = None, resume: bool = False) -> list[Sweep]:
-    """Every methods sweep (one per experiment, all methods x all seeds), then FAMR's λ sweep.
+    """Every methods sweep (one per experiment and forget table, all methods x all seeds), then FAMR's λ sweep
+    (with the class table).
     ``resume``: the jobs skip themselves where the same sweep dir holds their ok results."""
     famr_run = famr_run or famr_run_command()
     base = runs_root / profile.name
@@ -80,7 +81,8 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
     for experiment in profile.experiments:
         for table in profile.forget_tables:
             sweeps.append(sweep(experiment, METHODS, [f"method={','.join(profile.methods)}"], profile.seeds, table))
-    if profile.lambdas:
+    # FAMR's λ trade-off is measured on class forgetting, so it runs with the class table.
+    if profile.lambdas and CLASS_TABLE in profile.forget_tables:
         lam = ["method=famr", f"method.lam={_numbers(profile.lambdas)}"]
         sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,)))
     return sweeps
