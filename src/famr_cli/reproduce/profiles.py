@@ -108,10 +108,11 @@ CPU = Profile(
         "10 %-random-forgetting table (SalUn's protocol): about 3.5 hours from an empty cache on 2 cores (docs/sweeps.md; "
         "--resume continues a stopped run). Our choice, to keep it affordable: only the unlearning seed varies. "
         "`train.seed=0` is pinned (it is part of the original model's and Retrain's cache key) and `seed=0,1` is swept "
-        "(it drives the unlearning's batch order, random labels, the MIA subsample, ...), so the original model and each "
-        "Retrain (class, 10 % sample) are trained once (about 15 min each) and every method runs twice from the same "
-        "original. The ± therefore covers the unlearning's randomness only, not the original "
-        "model's; Retrain's row repeats one model (std 0). CIFAR-10 must be on disk (DATA=... or FAMR_CIFAR10_ROOT or "
+        "(it drives the unlearning's batch order, random labels, the MIA subsample, ...), so the original model and the "
+        "class Retrain are trained once and every method runs twice from the same original. The ± therefore covers the "
+        "unlearning's randomness only, not the original model's, and the class Retrain's row repeats one model (std 0); "
+        "in the 10 % table `seed` also draws the forget set (forget.seed), so each seed has its own D_f and Retrain. "
+        "CIFAR-10 must be on disk (DATA=... or FAMR_CIFAR10_ROOT or "
         "the shared copy); --allow-download lets torchvision fetch it instead. FAMR's λ sweep runs on seed 0."
     ),
     experiments=("cifar10_cpu",),
