@@ -124,6 +124,20 @@ def test_the_forgotten_table_aggregates_the_robustness_headline_over_seeds():
     assert rows[0]["relearn_residual_mean"] == "0.000000" and rows[1]["relearn_forget_acc_mean"] == "32.000000"
 
 
+def test_a_forget_set_drawn_per_seed_is_named_once_without_its_seed():
+    def sample(seed: int) -> dict:
+        return {
+            **results("famr", seed, 30, 70, 55, None, 37, 17, 4, 0.01),
+            "forget": {"description": f"30,000 × 10% = 3,000 samples (seed {seed})"},
+        }
+
+    table = tables.build_table(
+        [Job(Path(f"/sweep/{s}"), {"method": "famr", "seed": str(s)}, sample(s)) for s in (0, 1)], "cifar10_cpu", seeds=(0, 1)
+    )
+    assert table.forget == "30,000 × 10% = 3,000 samples (a draw per seed)"
+    assert tables.build_table(canned_jobs(), "cifar10_cpu", seeds=(0, 1)).forget == "class 0 (airplane)"
+
+
 def test_one_seed_shows_the_mean_alone_and_names_are_escaped():
     jobs = [Job(Path("/s/0"), {"method": "l1_sparse", "seed": "0"}, results("l1_sparse", 0, 99.5, 84, 81, 0.5, 100, 0.75, 106.1, 0.157))]
     table = tables.build_table(jobs, "cifar10_cpu", machine=MACHINE)

@@ -12,6 +12,7 @@ The columns are :mod:`famr_cli.reproduce.table_columns`; Markdown, CSV and LaTeX
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -134,6 +135,15 @@ def _forget_text(results: dict[str, Any]) -> str | None:
     return ("class " if len(described) == 1 else "classes ") + ", ".join(described)
 
 
+def _forget_of_all(results: Iterable[dict[str, Any]]) -> str | None:
+    """The forget set the jobs share; where each seed drew its own (sample forgetting), the draw without its seed."""
+    texts = list(dict.fromkeys(text for r in results if (text := _forget_text(r))))
+    if len(texts) <= 1:
+        return texts[0] if texts else None
+    unseeded = {re.sub(r" \(seed \d+\)$", "", text) for text in texts}
+    return f"{unseeded.pop()} (a draw per seed)" if len(unseeded) == 1 else "; ".join(texts)
+
+
 def _failure(job: Job) -> Failure:
     results = job.results or {}
     error = str(results.get("error") or ("no results.json (the job was killed or never started)" if job.results is None else ""))
@@ -184,7 +194,7 @@ def build_table(
         rows.append(row)
     ok_results = [j.results for j in jobs if j.ok and j.results]
     devices = sorted({str(r.get("device")) for r in ok_results if r.get("device")})
-    forget = next((f for r in ok_results if (f := _forget_text(r))), None)
+    forget = _forget_of_all(r for r in ok_results)
     return Table(experiment, rows, planned, devices, forget, machine, kind, title, metrics or METRICS, units)
 
 
