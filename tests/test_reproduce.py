@@ -327,6 +327,18 @@ def test_tables_picks_the_forget_tables_and_the_lambda_sweep_goes_with_class(tmp
     assert capsys.readouterr().err == "Unknown table(s) styles for --tables: choose from class, sample.\n"
 
 
+def test_the_machine_names_its_cpu_generation_where_the_os_lists_it(tmp_path):
+    from famr_cli.host import cpu_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f\n\nprocessor\t: 1\n"
+    )
+    assert cpu_name(info) == "AMD EPYC, family 26, model 2, AVX-512"
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2\n")
+    assert cpu_name(info) == "Some CPU"
+
+
 def test_cifar10_sources_in_order(tmp_path, monkeypatch):
     monkeypatch.delenv("FAMR_CIFAR10_ROOT", raising=False)
     monkeypatch.delenv("FAMR_SHARED_DATA", raising=False)

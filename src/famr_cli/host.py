@@ -14,12 +14,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_name() -> str:
-    """The CPU model as the OS reports it (e.g. "AMD EPYC"), for result files and tables."""
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model as the OS reports it, with its family, model and AVX-512 where the OS lists them
+    (e.g. "AMD EPYC, family 26, model 2, AVX-512"). A bare "AMD EPYC" names several generations, whose
+    kernels round differently: the same seeds train a different original on each."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        fields = {}
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    details = [f"family {fields['cpu family']}"] if fields.get("cpu family") else []
+    details += [f"model {fields['model']}"] if fields.get("model") else []
+    details += ["AVX-512"] if "avx512f" in fields.get("flags", "").split() else []
+    return ", ".join([name, *details])
