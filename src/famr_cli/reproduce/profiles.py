@@ -105,7 +105,8 @@ CPU = Profile(
     name="cpu",
     doc=(
         "CIFAR-10 on 2 CPU cores (experiment=cifar10_cpu), every method, 2 seeds, a class-forgetting and a "
-        "10 %-random-forgetting table (SalUn's protocol): about 3.5 hours from an empty cache on 2 cores (docs/sweeps.md; "
+        "10 %-random-forgetting table (SalUn's protocol): 81 min from an empty cache on 2 fast cores, about 3.5 h on "
+        "slower ones (docs/sweeps.md; "
         "--resume continues a stopped run). Our choice, to keep it affordable: only the unlearning seed varies. "
         "`train.seed=0` is pinned (it is part of the original model's and Retrain's cache key) and `seed=0,1` is swept "
         "(it drives the unlearning's batch order, random labels, the MIA subsample, ...), so the original model and the "
