@@ -58,6 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _subset(text: str, offered: list[str], unknown_message: str) -> tuple[str, ...] | None:
+    """The comma-separated names of ``text`` when all are ``offered``; else None, after one sentence on stderr."""
+    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in offered]
+    if unknown or not chosen:
+        print(f"{unknown_message.format(', '.join(unknown) or '(none)')}: choose from {', '.join(offered)}.", file=sys.stderr)
+        return None
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = PROFILES.get(args.profile)
@@ -70,18 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         profile = profile.with_seeds(args.seeds)
     if args.experiments:
-        chosen = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
-        unknown = [e for e in chosen if e not in experiment_names()]
-        if unknown or not chosen:
-            print(f"Unknown experiment(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(experiment_names())}.", file=sys.stderr)
+        chosen = _subset(args.experiments, experiment_names(), "Unknown experiment(s) {}")
+        if chosen is None:
             return EXIT_BAD_INPUT
         profile = profile.with_experiments(chosen)
     if args.tables:
-        offered = [t.key for t in profile.forget_tables]
-        chosen = tuple(t.strip() for t in args.tables.split(",") if t.strip())
-        unknown = [t for t in chosen if t not in offered]
-        if unknown or not chosen:
-            print(f"Unknown table(s) {', '.join(unknown) or '(none)'} for --tables: choose from {', '.join(offered)}.", file=sys.stderr)
+        chosen = _subset(args.tables, [t.key for t in profile.forget_tables], "Unknown table(s) {} for --tables")
+        if chosen is None:
             return EXIT_BAD_INPUT
         profile = profile.with_tables(chosen)
 
