@@ -5,6 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
 PROFILE ?= paper
+# make test: pytest-xdist workers, a test module each at a time (its module fixtures built once), one torch
+# thread each: two 2-thread jobs on 2 cores slow each other down far more than they gain, and a waiting
+# OpenMP thread sleeps instead of spinning on a core the other worker needs (docs/development.md#tests).
+# TEST_WORKERS=0 runs the suite in one process at torch's usual threads.
+TEST_WORKERS ?= 2
+ifeq ($(TEST_WORKERS),0)
+PYTEST := $(BIN)/python -m pytest
+else
+PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+endif
 
 .PHONY: install demo test test-fast lint tune tune-famr clean reproduce fault-drill bench
 
@@ -22,11 +32,11 @@ demo: install
 	$(BIN)/famr-run experiment=quickstart
 
 test: install
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The inner loop: every test that neither trains a model nor starts a famr process.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(PYTEST) -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check src tests scripts

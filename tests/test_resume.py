@@ -42,7 +42,14 @@ def _start(tmp: Path, name: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell that starts a job in the background without job control (CI, nohup ... &) hands it
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt: the run must see Ctrl-C as a terminal sends it.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_saved_epoch(cache: Path, proc: subprocess.Popen, epoch: int, timeout: float = 120.0) -> int:
