@@ -21,7 +21,7 @@ from famr_cli.host import available_cores
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment, train_models_only
 from famr_cli.results import finished_results, summary_table, write_results
-from famr_cli.runtime import keep_freed_memory, limit_threads, resolve_device, set_deterministic, threads_per_job
+from famr_cli.runtime import keep_freed_memory, limit_threads, resolve_device, set_deterministic, skip_collection_at_exit, threads_per_job
 from famr_cli.sweep import callback as sweep_callback
 from famr_cli.sweep.callback import sweep_group
 from famr_cli.train.distributed import init_distributed, launched_by_torchrun, process_rank
@@ -201,7 +201,10 @@ def main() -> None:
     """The famr-run console script: one run, or a Hydra multirun whose failed jobs make it exit non-zero."""
     _quiet_ddp_follower()
     keep_freed_memory()
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        skip_collection_at_exit()
     # Jobs run here report their codes in-process; jobs of a joblib or SLURM launcher ran elsewhere and
     # are counted from the results.json files they wrote (the sweep summary callback reads them).
     failed = [code for code in _exit_codes if code]

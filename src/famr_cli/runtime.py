@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 
@@ -98,6 +99,18 @@ def describe_device(device: torch.device) -> str:
 
 # glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def skip_collection_at_exit() -> None:
+    """Leave every object alive now out of the garbage collections the interpreter runs while it exits.
+
+    Those collections walk the object graph torch, timm, scipy and Hydra built at import, which they
+    cannot free (the modules hold it) and the operating system reclaims anyway: `famr-run --cfg job`
+    took 6.6-7.3 s with them and 5.6 s without (2 AMD EPYC cores, torch 2.14.1), a second and more off
+    every job famr-tune and famr-reproduce start. Objects are still freed by reference counting, so files
+    close and buffers flush as before; call it only when the process is about to end.
+    """
+    gc.freeze()
 
 
 def keep_freed_memory() -> bool:
