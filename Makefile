@@ -13,7 +13,7 @@ TEST_WORKERS ?= 2
 ifeq ($(TEST_WORKERS),0)
 PYTEST := $(BIN)/python -m pytest
 else
-PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 endif
 
 .PHONY: install demo test test-fast lint tune tune-famr clean reproduce fault-drill bench

@@ -59,10 +59,40 @@ SLOW_FIXTURES = {
 FIGURE_THREADS = "threads=2"
 
 
+QUICKSTART_FIXTURES = {"quickstart_runs", "quickstart_cache"}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items[:] = sorted(items, key=_module_turn(items))
+
+
+def _module_turn(items):
+    """Where a test module's turn comes under `make test`'s workers, which take whole modules in this order
+    (``--dist loadfile --no-loadscope-reorder``): first the module that trains the quickstart's two models
+    (the longest single job), then the other slow modules, then the modules that wait for those models,
+    last the fast ones, which fill whatever gap the slow ones leave between the workers at the end."""
+    modules: dict[str, set[str]] = {}
+    slow: set[str] = set()
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        modules.setdefault(module, set()).update(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("slow"):
+            slow.add(module)
+    needs_quickstart = sorted(m for m, names in modules.items() if QUICKSTART_FIXTURES & names)
+    trainer = next((m for m in needs_quickstart if m.endswith("test_cli.py")), needs_quickstart[0] if needs_quickstart else None)
+
+    def turn(module: str) -> int:
+        if module == trainer:
+            return 0
+        if module in needs_quickstart:
+            return 2
+        return 1 if module in slow else 3
+
+    turns = {module: turn(module) for module in modules}
+    return lambda item: turns[item.nodeid.split("::")[0]]
 
 
 # One fork server for the session (famr_lab.forkserver): famr-run's behaviour without ~4 s of imports a

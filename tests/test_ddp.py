@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAMR_RUN, cli_env, read_results
+from conftest import FAMR_RUN, cli_env, read_results, run_cli
 
 TORCHRUN = str(Path(FAMR_RUN).with_name("torchrun"))
 
@@ -41,9 +41,7 @@ def test_two_process_ddp_trains_once_and_rank0_alone_reports(tmp_path):
     assert len(list(tmp_path.rglob("results.json"))) == 1
 
     # A single-process run finds the DDP-trained models in the cache: DDP changes how, not what, is cached.
-    single = subprocess.run(
-        [FAMR_RUN, *args[:-1], f"hydra.run.dir={tmp_path / 'single'}"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
-    )
+    single = run_cli([*args[:-1], f"hydra.run.dir={tmp_path / 'single'}"], cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert read_results(tmp_path / "single")["cache"]["original"]["hit"] is True
     assert read_results(tmp_path / "single")["metrics"]["original"] == results["metrics"]["original"]

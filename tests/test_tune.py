@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 from conftest import cli_env
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
+from famr_cli.tune import cli as tune_cli
 from famr_cli.tune import report
 from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
 from famr_cli.tune.study import FAILED, OK, REJECTED, already_tried, distinct_settings, finish_trial, open_study, spent_trials
@@ -134,22 +136,22 @@ def test_a_tuned_file_of_scalars_alone_is_valid_yaml_for_hydra(tmp_path, earlier
     assert loaded.lr == 2e-5 and loaded.epochs == 5 and loaded.tuned_by.trials == 4
 
 
+TUNE_OVERRIDES = ["dataset.val_per_class=10", "train.epochs=2"]
+
+
 def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = cli_env(tmp_path)
-    argv = [FAMR_TUNE, "--dir", str(tmp_path / "tuning"), "--no-write", *args, "dataset.val_per_class=10", "train.epochs=2"]
+    argv = [FAMR_TUNE, "--dir", str(tmp_path / "tuning"), "--no-write", *args, *TUNE_OVERRIDES]
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.slow
-def test_famr_tune_needs_a_validation_split(tmp_path):
-    proc = subprocess.run(
-        [FAMR_TUNE, "--methods", "famr", "--trials", "1"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
-    )
-    assert proc.returncode == 2 and "add dataset.val_per_class=N" in proc.stderr
+def test_famr_tune_needs_a_validation_split(capsys):
+    assert tune_cli.main(["--methods", "famr", "--trials", "1"]) == 2
+    assert "add dataset.val_per_class=N" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(tmp_path):
+def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(tmp_path, monkeypatch, capfd):
     proc = _tune(tmp_path, "--methods", "famr,ssd", "--trials", "2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     root = tmp_path / "tuning" / "quickstart" / "class"
@@ -159,11 +161,18 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
         assert all(t["eval_split"] == "val" and t["wall_s"] > 0 and set(t["params"]) for t in trials)
         assert all(t["state"] != OK or math.isfinite(t["objective"]) for t in trials)
     assert "famr " in proc.stdout and "ssd " in proc.stdout and "2 trials" in proc.stdout
-    # A larger budget later runs only the missing trial; the same budget again runs none.
-    again = _tune(tmp_path, "--methods", "famr", "--trials", "3")
-    assert again.returncode == 0, again.stderr[-3000:]
+    # A larger budget later runs only the missing trial; the same budget again runs none. Those two calls
+    # run famr-tune in this process (the console script ran above); the famr-run studies it starts are real.
+    env = cli_env(tmp_path)
+    for name in set(os.environ) - set(env):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    in_process = ["--dir", str(tmp_path / "tuning"), "--no-write", "--methods", "famr", "--trials", "3", *TUNE_OVERRIDES]
+    assert tune_cli.main(in_process) == 0, capfd.readouterr().err[-3000:]
     assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
-    assert _tune(tmp_path, "--methods", "famr", "--trials", "3").returncode == 0
+    assert tune_cli.main(in_process) == 0
     assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
     # The report the docs show: one summary row per method (with its best trial), then every trial.
     summary = report.summary_table(root)
