@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import cli_env
+from conftest import cli_env, use_cli_env
+from famr_cli.reproduce import cli as reproduce_cli
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataError, DataPlan, find_cifar10, plan_data
 from famr_cli.reproduce.profiles import PROFILES
@@ -385,10 +386,13 @@ def test_missing_data_exits_2_with_one_sentence_before_running_anything(tmp_path
 
 
 @pytest.mark.slow
-def test_smoke_profile_end_to_end(tmp_path):
+def test_smoke_profile_end_to_end(tmp_path, monkeypatch, capfd):
     out, runs = tmp_path / "tables", tmp_path / "runs"
-    proc = run_script(["--profile", "smoke", "--out", str(out), "--runs", str(runs)], cli_env(tmp_path), tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # famr-reproduce in this process (the tests above run the script); the famr-run sweeps it starts are real.
+    use_cli_env(monkeypatch, tmp_path)
+    code = reproduce_cli.main(["--profile", "smoke", "--out", str(out), "--runs", str(runs)])
+    printed = capfd.readouterr()
+    assert code == 0, printed.out[-3000:] + printed.err[-3000:]
     for suffix in (".md", ".csv", ".tex"):
         assert (out / f"smoke_quickstart{suffix}").is_file() and (out / f"smoke_quickstart_lambda{suffix}").is_file()
     rows = list(csv.DictReader((out / "smoke_quickstart.csv").open()))

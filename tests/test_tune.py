@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import cli_env
+from conftest import cli_env, use_cli_env
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune import cli as tune_cli
@@ -163,12 +162,7 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     assert "famr " in proc.stdout and "ssd " in proc.stdout and "2 trials" in proc.stdout
     # A larger budget later runs only the missing trial; the same budget again runs none. Those two calls
     # run famr-tune in this process (the console script ran above); the famr-run studies it starts are real.
-    env = cli_env(tmp_path)
-    for name in set(os.environ) - set(env):
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
+    use_cli_env(monkeypatch, tmp_path)
     in_process = ["--dir", str(tmp_path / "tuning"), "--no-write", "--methods", "famr", "--trials", "3", *TUNE_OVERRIDES]
     assert tune_cli.main(in_process) == 0, capfd.readouterr().err[-3000:]
     assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
