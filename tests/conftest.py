@@ -123,30 +123,12 @@ def pytest_sessionfinish(session, exitstatus):
         _server.close()
 
 
-# Under `make test`'s two workers, the runs pinned to FIGURE_THREADS go first. A 2-thread run that shares
-# the cores with the other worker's 1-thread job waits at every parallel step for a thread the scheduler
-# has given away: the quickstart's two models took 268 s so, 157 s alone (2 AMD EPYC cores). Each worker
-# lowers its own priority, and with it every test and process it starts, by BACKGROUND_NICE steps once
-# its fork server is up; the server's forks of figure runs keep the server's priority.
-BACKGROUND_NICE = 10
-_background_nice = 0
-
-
-def pytest_collection_finish(session):
-    global _background_nice
-    if os.environ.get("PYTEST_XDIST_WORKER") and any(item.get_closest_marker("slow") for item in session.items):
-        famr_server()  # started first, so that it keeps the priority the worker gives up below
-        os.nice(BACKGROUND_NICE)
-        _background_nice = BACKGROUND_NICE
-
-
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: str = FAMR_RUN) -> subprocess.CompletedProcess:
     """famr-run ``args`` in ``cwd``: a fork of the session's server, or a new ``exe`` process when one is named."""
     args = _without_reference_by_default(args)
     env = env or cli_env(cwd)
     if exe == FAMR_RUN and os.environ.get("FAMR_TEST_SUBPROCESS") != "1":
-        nice = 0 if FIGURE_THREADS in args else _background_nice
-        return famr_server().run(args, cwd=cwd, env=env, timeout=600, nice=nice)
+        return famr_server().run(args, cwd=cwd, env=env, timeout=600)
     return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 

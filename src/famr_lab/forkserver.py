@@ -62,14 +62,11 @@ class FamrServer:
                 raise RuntimeError(f"the famr fork server did not start within {start_timeout:.0f} s")
             time.sleep(0.05)
 
-    def run(
-        self, args: list[str], cwd: Path | str, env: dict[str, str], timeout: float | None = None, nice: int = 0
-    ) -> subprocess.CompletedProcess:
-        """famr-run ``args`` in a forked child, ``nice`` steps below the server's scheduling priority; raises
-        ``subprocess.TimeoutExpired`` (child killed) like ``subprocess.run``."""
+    def run(self, args: list[str], cwd: Path | str, env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
+        """famr-run ``args`` in a forked child; raises ``subprocess.TimeoutExpired`` (child killed) like ``subprocess.run``."""
         with tempfile.TemporaryDirectory(dir=self._dir) as scratch:
             out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
-            request = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err), "nice": nice}
+            request = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.connect(str(self._socket))
                 conn.sendall((json.dumps(request) + "\n").encode(_ENCODING))
@@ -166,8 +163,6 @@ def _run_child(request: dict) -> None:
     child on 2 cores for nothing a run leaves behind.
     """
     os.setsid()
-    if request.get("nice"):
-        _lower_priority(int(request["nice"]))
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
@@ -197,16 +192,6 @@ def _run_child(request: dict) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
-
-
-def _lower_priority(steps: int) -> None:
-    """``steps`` nice steps lower, for this process and its new session: where Linux groups each session's
-    processes for the scheduler (autogroup), nice alone only orders the processes inside one session."""
-    os.nice(steps)
-    try:
-        Path("/proc/self/autogroup").write_text(str(steps))
-    except OSError:
-        pass  # no autogroup here (not Linux, or turned off): nice alone is what counts
 
 
 def _exit_code(value: object) -> int:
