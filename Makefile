@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
 PROFILE ?= paper
-# make test: pytest-xdist workers, a test module each at a time (its module fixtures built once), one torch
+# make test: pytest-xdist workers, a test module each at a time (its module fixtures built once) in the order
+# tests/conftest.py sorts them (--no-loadscope-reorder keeps it), one torch
 # thread each: two 2-thread jobs on 2 cores slow each other down far more than they gain, and a waiting
 # OpenMP thread sleeps instead of spinning on a core the other worker needs (docs/development.md#tests).
 # TEST_WORKERS=0 runs the suite in one process at torch's usual threads.
