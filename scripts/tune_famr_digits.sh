@@ -5,6 +5,7 @@
 set -euo pipefail
 BIN="${BIN:-.venv/bin}"
 SWEEP_DIR="${1:-outputs/multirun/tune_famr_digits}"
+mkdir -p "$(dirname "$SWEEP_DIR")"  # the log beside the sweep dir is written before famr-run makes its folders
 "$BIN/famr-run" -m progress=false \
   method.lr=3e-4,1e-3 method.lam=0.1,0.3 \
   'forget.classes=[0],[1],[2],[3],[4],[5],[6],[7],[8],[9]' \
