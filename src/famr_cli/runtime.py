@@ -106,7 +106,7 @@ def skip_collection_at_exit() -> None:
 
     Those collections walk the object graph torch, timm, scipy and Hydra built at import, which they
     cannot free (the modules hold it) and the operating system reclaims anyway: `famr-run --cfg job`
-    took 6.6-7.3 s with them and 5.6 s without (2 AMD EPYC cores, torch 2.14.1), a second and more off
+    took 6.6-7.3 s with them and 5.4-5.6 s without (2 Intel Xeon cores, torch 2.14.1), a second and more off
     every job famr-tune and famr-reproduce start. Objects are still freed by reference counting, so files
     close and buffers flush as before; call it only when the process is about to end.
     """

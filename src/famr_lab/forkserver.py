@@ -122,7 +122,7 @@ def serve(socket_path: str) -> None:
     # Everything imported so far is shared by every child: moved out of the collector's reach, so a child's
     # collections neither scan it nor write to its pages (each write copies a page the child shares with
     # the server). A forked `famr-run --cfg job` took 2.1 s without this and the fast exit below, 0.26 s
-    # with both (2 AMD EPYC cores, torch 2.14.1).
+    # with both (2 Intel Xeon cores, torch 2.14.1).
     gc.freeze()
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
