@@ -135,12 +135,13 @@ def test_a_tuned_file_of_scalars_alone_is_valid_yaml_for_hydra(tmp_path, earlier
     assert loaded.lr == 2e-5 and loaded.epochs == 5 and loaded.tuned_by.trials == 4
 
 
-TUNE_OVERRIDES = ["dataset.val_per_class=10", "train.epochs=2"]
+def _tune_args(tmp_path: Path, *args: str) -> list[str]:
+    return ["--dir", str(tmp_path / "tuning"), "--no-write", *args, "dataset.val_per_class=10", "train.epochs=2"]
 
 
 def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = cli_env(tmp_path)
-    argv = [FAMR_TUNE, "--dir", str(tmp_path / "tuning"), "--no-write", *args, *TUNE_OVERRIDES]
+    argv = [FAMR_TUNE, *_tune_args(tmp_path, *args)]
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -163,7 +164,7 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     # A larger budget later runs only the missing trial; the same budget again runs none. Those two calls
     # run famr-tune in this process (the console script ran above); the famr-run studies it starts are real.
     use_cli_env(monkeypatch, tmp_path)
-    in_process = ["--dir", str(tmp_path / "tuning"), "--no-write", "--methods", "famr", "--trials", "3", *TUNE_OVERRIDES]
+    in_process = _tune_args(tmp_path, "--methods", "famr", "--trials", "3")
     assert tune_cli.main(in_process) == 0, capfd.readouterr().err[-3000:]
     assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
     assert tune_cli.main(in_process) == 0
