@@ -64,10 +64,17 @@ SLOW_FIXTURES = {
 
 
 # The quickstart's acceptance figures are bounds on one training's outcome, and that outcome moves with
-# torch's thread count (float sums split differently): at 1 thread FAMR leaves 16.7 % of the forgotten
-# class against the bound of 15 %, at 2 threads it meets it. The runs those figures come from pin the
-# count, so they are the same under `make test`'s one-thread workers, a plain `pytest` and on a larger machine.
+# torch's thread count (float sums split differently): trained at 1 thread under `make test`'s workers, the
+# original lets FAMR drop 3.09 retained points against the bound of 3 (and GA keeps 61 % of the class against
+# 60); trained at 2 threads it meets them with room. The runs that train the figures' models pin the count, so
+# they are the same under `make test`'s one-thread workers, a plain `pytest` and on a larger machine.
 FIGURE_THREADS = "threads=2"
+# What moves with the thread count is the training: unlearning the same cached original gives the same
+# figures at 1 thread as at 2 (FAMR forgets to 8.3 % either way, and every method of the nine-method sweep
+# passes its bound; measured on 2 Intel Xeon cores). Runs that unlearn the quickstart's models use 1 thread,
+# which costs ~25 % less CPU than 2 for this small network (the time goes to the other worker); so does the
+# reference module's 3-epoch pair, whose asserted figure is Retrain's 0 % on a class it never saw.
+UNLEARN_THREADS = "threads=1"
 
 
 QUICKSTART_FIXTURES = {"quickstart_runs", "quickstart_cache"}

@@ -77,7 +77,7 @@ def test_certificate_can_be_switched_off_and_baselines_report_drift_only(tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     cert = read_results(tmp_path / "ft")["certificate"]
     assert "drift_kl_mean" in cert and "grad_norm" not in cert
-    proc = run_cli(["train.epochs=2", "evaluate.certificate=false", f"hydra.run.dir={tmp_path / 'off'}"], cwd=tmp_path)
+    proc = run_cli(["train.epochs=2", "method.epochs=2", "evaluate.certificate=false", f"hydra.run.dir={tmp_path / 'off'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(read_results(tmp_path / "off")["certificate"]) == {"param_dist", "anchored_param_dist", "steps"}
 

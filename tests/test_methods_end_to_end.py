@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIGURE_THREADS, run_cli
+from conftest import UNLEARN_THREADS, run_cli
 
 METHODS = ["famr", "retrain", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "ssd", "scrub"]
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def method_sweep(tmp_path_factory, quickstart_cache):
         f"method={','.join(METHODS)}",
         "evaluate.reference=retrain",
         "evaluate.robustness.enabled=false",
-        FIGURE_THREADS,
+        UNLEARN_THREADS,
         f"hydra.sweep.dir={sweep}",
     ]
     proc = run_cli(args, cwd=tmp)

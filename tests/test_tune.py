@@ -161,18 +161,23 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
         assert all(t["eval_split"] == "val" and t["wall_s"] > 0 and set(t["params"]) for t in trials)
         assert all(t["state"] != OK or math.isfinite(t["objective"]) for t in trials)
     assert "famr " in proc.stdout and "ssd " in proc.stdout and "2 trials" in proc.stdout
-    # A larger budget later runs only the missing trial; the same budget again runs none. Those two calls
-    # run famr-tune in this process (the console script ran above); the famr-run studies it starts are real.
+    # A larger budget later runs only the missing trial; the same budget again runs none (SSD's study:
+    # its trials take a second, FAMR's up to 16 s). Those two calls run famr-tune in this process (the
+    # console script ran above); the famr-run study it starts is real.
     use_cli_env(monkeypatch, tmp_path)
-    in_process = _tune_args(tmp_path, "--methods", "famr", "--trials", "3")
+    in_process = _tune_args(tmp_path, "--methods", "ssd", "--trials", "3")
     assert tune_cli.main(in_process) == 0, capfd.readouterr().err[-3000:]
-    assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
+    assert len((root / "ssd" / "trials.jsonl").read_text().splitlines()) == 3
+    summary_file = root / "ssd" / "runs" / "optimization_results.yaml"
+    written = summary_file.stat().st_mtime_ns
     assert tune_cli.main(in_process) == 0
-    assert len((root / "famr" / "trials.jsonl").read_text().splitlines()) == 3
+    assert len((root / "ssd" / "trials.jsonl").read_text().splitlines()) == 3
+    assert summary_file.stat().st_mtime_ns == written, "a study whose budget is spent starts no famr-run"
+    assert "ssd " in capfd.readouterr().out
     # The report the docs show: one summary row per method (with its best trial), then every trial.
     summary = report.summary_table(root)
-    assert summary.splitlines()[2].startswith("| famr | 3 |") and summary.splitlines()[3].startswith("| ssd | 2 |")
-    assert len(report.trials_table(root / "famr").splitlines()) == 4 + 3
+    assert summary.splitlines()[2].startswith("| famr | 2 |") and summary.splitlines()[3].startswith("| ssd | 3 |")
+    assert len(report.trials_table(root / "ssd").splitlines()) == 4 + 3
 
 
 def test_a_trial_record_names_its_run_dir_relative_to_the_search_directory(tmp_path, monkeypatch):
