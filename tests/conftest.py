@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
 
-from famr_cli.cli import CONFIG_DIR
+# The light module's CONFIG_DIR, not famr_cli.cli's: the xdist controller loads this file too, and runs no test.
+from famr_cli.config_schema import CONFIG_DIR
 from famr_lab.forkserver import FamrServer
+from module_order import TURNS_FILE, SecondsRecorder, make_scheduler, module_turns, run_order
 
 # The console script next to the interpreter running the tests (the project's venv).
 FAMR_RUN = str(Path(sys.executable).with_name("famr-run"))
@@ -27,7 +30,7 @@ def _without_reference_by_default(overrides: list[str]) -> list[str]:
 
 
 def compose_config(overrides: list[str] | None = None):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=_without_reference_by_default(overrides or []))
 
 
@@ -38,10 +41,10 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def use_cli_env(monkeypatch, tmp: Path) -> None:
-    """This process's environment and working directory as ``cli_env(tmp)`` gives a famr process, for a
-    command run in process (famr-tune, famr-reproduce) and the famr-run processes it starts."""
-    env = cli_env(tmp)
+def use_cli_env(monkeypatch, tmp: Path, **extra: str) -> None:
+    """This process's environment and working directory as ``cli_env(tmp, **extra)`` gives a famr process,
+    for a command run in process (famr-tune, famr-reproduce) and the famr-run processes it starts."""
+    env = cli_env(tmp, **extra)
     for name in set(os.environ) - set(env):
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -78,39 +81,46 @@ UNLEARN_THREADS = "threads=1"
 
 
 QUICKSTART_FIXTURES = {"quickstart_runs", "quickstart_cache"}
+QUICKSTART, RUNS_RECORD = "quickstart", "runs.json"  # the quickstart's dir in the run's root, and what exists once its runs are done
 
 
-def pytest_collection_modifyitems(items):
+def pytest_addoption(parser):
+    parser.addoption(
+        "--record-module-seconds",
+        action="store_true",
+        help="write each module's seconds into tests/module_seconds.json (the order `make test`'s workers take modules in)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("record_module_seconds") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        config.pluginmanager.register(SecondsRecorder(), "famr-module-seconds")
+
+
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items[:] = sorted(items, key=_module_turn(items))
+    turns = module_turns(items, QUICKSTART_FIXTURES)
+    items[:] = sorted(items, key=run_order(turns))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # for the scheduler in the controller (tests/module_order.py)
+        written = _run_root(config._tmp_path_factory.getbasetemp()) / f"{TURNS_FILE}.{os.getpid()}"
+        written.write_text(json.dumps(turns))
+        written.replace(written.with_name(TURNS_FILE))
 
 
-def _module_turn(items):
-    """Where a test module's turn comes under `make test`'s workers, which take whole modules in this order
-    (``--dist loadfile --no-loadscope-reorder``): first the module that trains the quickstart's two models
-    (the longest single job), then the other slow modules, then the modules that wait for those models,
-    last the fast ones, which fill whatever gap the slow ones leave between the workers at the end."""
-    modules: dict[str, set[str]] = {}
-    slow: set[str] = set()
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        modules.setdefault(module, set()).update(getattr(item, "fixturenames", ()))
-        if item.get_closest_marker("slow"):
-            slow.add(module)
-    needs_quickstart = sorted(m for m, names in modules.items() if QUICKSTART_FIXTURES & names)
-    trainer = next((m for m in needs_quickstart if m.endswith("test_cli.py")), needs_quickstart[0] if needs_quickstart else None)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the modules that wait for the quickstart's models taken as soon as they exist."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    root = config._tmp_path_factory.getbasetemp()  # the controller's: every worker's base temp dir lies in it
+    return make_scheduler(config, log, models_ready=root / QUICKSTART / RUNS_RECORD, turns_file=root / TURNS_FILE)
 
-    def turn(module: str) -> int:
-        if module == trainer:
-            return 0
-        if module in needs_quickstart:
-            return 2
-        return 1 if module in slow else 3
 
-    turns = {module: turn(module) for module in modules}
-    return lambda item: turns[item.nodeid.split("::")[0]]
+def _run_root(basetemp: Path) -> Path:
+    """The directory the whole run shares: under xdist, the parent of every worker's base temp dir."""
+    return basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
 
 
 # One fork server for the session (famr_lab.forkserver): famr-run's behaviour without ~4 s of imports a
@@ -123,6 +133,13 @@ def famr_server() -> FamrServer:
     if _server is None:
         _server = FamrServer()
     return _server
+
+
+def forked_famr_run() -> dict[str, str]:
+    """The environment under which famr-reproduce and famr-tune start their famr-run processes as forks of
+    the session's server (a client process that relays output, signals and exit code) instead of paying
+    famr-run's imports for every sweep they start."""
+    return {"FAMR_RUN_COMMAND": shlex.join(famr_server().client_command())}
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -162,8 +179,7 @@ def read_results(run_dir: Path) -> dict:
 def quickstart_dir(tmp_path_factory) -> Path:
     """One directory for the whole run: under `make test`'s xdist workers, the parent of every worker's
     base temp dir, so the workers share the quickstart's models instead of training them once each."""
-    base = tmp_path_factory.getbasetemp()
-    tmp = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "quickstart"
+    tmp = _run_root(tmp_path_factory.getbasetemp()) / QUICKSTART
     tmp.mkdir(exist_ok=True)
     return tmp
 
@@ -175,7 +191,7 @@ def quickstart_runs(quickstart_dir):
     The first worker to get here runs them and records what they printed; a worker that waited on the
     lock reads that record, so the first run's cache miss and the second's hit are the same runs everywhere.
     """
-    record = quickstart_dir / "runs.json"
+    record = quickstart_dir / RUNS_RECORD
     names = ("first", "second")
     with FileLock(str(quickstart_dir / ".runs.lock")):
         if not record.exists():

@@ -162,19 +162,19 @@ def test_archive_gives_the_same_tensors_and_is_cached_per_size(cifar_archive, tm
     assert first.class_names == CLASSES
     assert_matches(first, expected)
     assert_stats(first)
-    assert not list(cache.glob(".extract-*")), "the unpacked images must be removed once decoded"
+    assert not [p for p in cache.rglob("*") if p.suffix in (".png", ".jpg")], "the images are read from the archive, never unpacked"
     assert len(entries(cache)) == 1
 
     calls = []
-    real_from_folder = cifar10_mod._from_folder
+    real_from_archive = cifar10_mod._from_archive
 
-    def counting(root, size):
+    def counting(archive, size):
         calls.append(size)
         if size == 32:
             raise AssertionError("decoded again despite a cached entry")
-        return real_from_folder(root, size)
+        return real_from_archive(archive, size)
 
-    monkeypatch.setattr(cifar10_mod, "_from_folder", counting)
+    monkeypatch.setattr(cifar10_mod, "_from_archive", counting)
     second = load_dataset(cifar_cfg(archive), cache)
     assert second.provenance["decode_cache"]["hit"] is True
     assert second.provenance["format"] == "archive"
@@ -325,6 +325,27 @@ def test_folder_without_layout_is_a_famr_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FamrError, match="neither a CIFAR-10 image folder nor torchvision's batches"):
         load_dataset(cifar_cfg(tmp_path / "empty"), tmp_path / "cache")
+
+
+def test_archive_laid_out_at_its_top_decodes_and_one_without_a_class_names_it(cifar_folder, tmp_path):
+    folder, expected = cifar_folder
+    flat = tmp_path / "flat.tar"
+    with tarfile.open(flat, "w") as tar:
+        for split in ("train", "test"):
+            tar.add(folder / split, arcname=split)  # train/ and test/ at the archive's top, no folder around them
+    assert_matches(load_dataset(cifar_cfg(flat), tmp_path / "cache"), expected)
+
+    lacking = tmp_path / "lacking.tar.gz"
+    with tarfile.open(lacking, "w:gz") as tar:
+        tar.add(folder, arcname="cifar", filter=lambda info: None if "/truck" in info.name else info)
+    with pytest.raises(FamrError, match=r"lacking\.tar\.gz:cifar/train lacks the class folders truck; dataset.root must hold"):
+        load_dataset(cifar_cfg(lacking), tmp_path / "cache")
+
+    nowhere = tmp_path / "nowhere.tar"
+    with tarfile.open(nowhere, "w") as tar:
+        tar.add(folder / "train", arcname="a/b/train")  # two folders down: not a layout famr looks for
+    with pytest.raises(FamrError, match="has no train/ and test/ folders"):
+        load_dataset(cifar_cfg(nowhere), tmp_path / "cache")
 
 
 def test_corrupt_archive_is_a_famr_error(tmp_path):

@@ -1,7 +1,9 @@
-"""famr_lab.forkserver: a forked famr-run behaves as the console script does (codes, messages, env, cwd, timeouts)."""
+"""famr_lab.forkserver: a forked famr-run behaves as the console script does (codes, messages, env, cwd, timeouts,
+signals through its client)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -62,3 +64,22 @@ def test_a_run_past_its_timeout_is_killed_and_the_server_goes_on(tmp_path):
     assert time.monotonic() - start < 60
     after = famr_server().run(["method.lam=-1", f"hydra.run.dir={tmp_path / 'after'}"], cwd=tmp_path, env=env, timeout=300)
     assert after.returncode == 2
+
+
+def test_the_client_command_is_a_famr_run_process_to_whoever_starts_it(tmp_path):
+    """What famr-reproduce and famr-tune start under FAMR_RUN_COMMAND: output, exit code and signals relayed."""
+    client, env = famr_server().client_command(), cli_env(tmp_path)
+    bad_args = [*client, "method.lam=-1", f"hydra.run.dir={tmp_path / 'bad'}"]
+    bad = subprocess.run(bad_args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "method.lam must be >= 0 (got -1)" in bad.stdout + bad.stderr
+
+    long_run = ["train.epochs=10000", "evaluate.reference=none", f"hydra.run.dir={tmp_path / 'long'}"]
+    proc = subprocess.Popen([*client, *long_run], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = tmp_path / "long" / "famr.log", time.monotonic() + 120
+    while not (log.is_file() and "training it" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never started training"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the client, which hands it to the famr-run child
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Interrupted by SIGTERM" in out + err and "Traceback" not in out + err

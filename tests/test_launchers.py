@@ -6,6 +6,7 @@ famr-cli: slurm, parallel) is not installed; optuna_gap is famr's own sweeper (f
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -55,11 +56,20 @@ def test_optuna_gap_sweeper_composes_as_famrs_own_sweeper_with_a_seeded_declared
 
 
 @pytest.mark.slow
-def test_joblib_sweep_runs_both_jobs_on_one_cached_original(tmp_path):
+def test_parallel_sweep_shares_one_original_and_a_bad_job_fails_alone_with_its_exit_code(tmp_path):
+    """One joblib sweep (its two worker processes cost a famr import each) for both behaviours: the two
+    good jobs start at once on one original model, and the two with an unknown class fail in the workers."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=parallel", "method.lam=0.1,1", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Hydra runs the product with the first override outermost: the two class-1 jobs are dispatched first, together.
+    overrides = ["-m", "hydra/launcher=parallel", "forget.classes=[1],[42]", "method.lam=0.1,1", *TINY, f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(overrides, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]  # the bad jobs' own exit code, from a worker process
+    assert "2 of 4 sweep jobs did not finish ok" in proc.stdout + proc.stderr
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed"]
+    assert all("42" in r["error"] for r in rows[2:])
+    assert "- job 2 (failed):" in (sweep / "summary.md").read_text()
     lams = []
     for job in ("0", "1"):
         results = read_results(sweep / job)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import cli_env, use_cli_env
+from conftest import cli_env, forked_famr_run, use_cli_env
+from famr_cli.host import famr_run_command
 from famr_cli.reproduce import cli as reproduce_cli
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataError, DataPlan, find_cifar10, plan_data
@@ -313,6 +314,14 @@ def test_dry_run_prints_the_commands(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_sweeps_start_the_venvs_famr_run_unless_the_environment_names_another(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAMR_RUN_COMMAND", raising=False)
+    assert famr_run_command() == [str(Path(sys.executable).with_name("famr-run"))]
+    monkeypatch.setenv("FAMR_RUN_COMMAND", "srun --ntasks=1 'famr run'")
+    sweeps = plan_sweeps(PROFILES["cpu"], tmp_path, DataPlan())
+    assert all(s.argv[:4] == ["srun", "--ntasks=1", "famr run", "-m"] for s in sweeps)
+
+
 def test_tables_picks_the_forget_tables_and_the_lambda_sweep_goes_with_class(tmp_path, capsys):
     from famr_cli.reproduce.cli import main
 
@@ -388,8 +397,9 @@ def test_missing_data_exits_2_with_one_sentence_before_running_anything(tmp_path
 @pytest.mark.slow
 def test_smoke_profile_end_to_end(tmp_path, monkeypatch, capfd):
     out, runs = tmp_path / "tables", tmp_path / "runs"
-    # famr-reproduce in this process (the tests above run the script); the famr-run sweeps it starts are real.
-    use_cli_env(monkeypatch, tmp_path)
+    # famr-reproduce in this process (the tests above run the script); the famr-run sweeps it starts are
+    # real, forks of the session's server.
+    use_cli_env(monkeypatch, tmp_path, **forked_famr_run())
     code = reproduce_cli.main(["--profile", "smoke", "--out", str(out), "--runs", str(runs)])
     printed = capfd.readouterr()
     assert code == 0, printed.out[-3000:] + printed.err[-3000:]
@@ -410,6 +420,11 @@ def test_smoke_profile_end_to_end(tmp_path, monkeypatch, capfd):
     jobs = load_jobs(runs / "smoke" / "quickstart" / "methods")
     assert len({j.results["cache"]["original"]["key"] for j in jobs}) == 1
     assert len({j.results["cache"]["retrain"]["key"] for j in jobs}) == 1
+    # The λ sweep's own overrides reach its jobs alone.
+    famr_epochs = {j.results["config"]["method"]["epochs"] for j in jobs if j.results["method"] == "famr"}
+    assert famr_epochs == {100} and {
+        j.results["config"]["method"]["epochs"] for j in load_jobs(runs / "smoke" / "quickstart" / "lambda")
+    } == {20}
 
 
 def test_the_trials_column_names_the_search_behind_a_row():

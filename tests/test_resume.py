@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import FAMR_RUN, cli_env, compose_config, read_results, run_cli
+from conftest import cli_env, compose_config, famr_server, read_results, run_cli
 from famr_cli.cache import sha256_file
 from famr_cli.errors import DivergedError
 from famr_cli.logger import ExperimentLogger
@@ -21,6 +20,7 @@ from famr_cli.model_store import get_original_model
 from famr_cli.prepared import prepare
 from famr_cli.train.checkpoint import TrainingCheckpoint, saved_epochs
 from famr_cli.train.loop import run_loop
+from famr_lab.forkserver import ForkedRun
 
 # Long enough (1-2 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
 # with epochs still to run, and short enough to pay four times.
@@ -34,32 +34,19 @@ def _weights(cache: Path) -> bytes:
     return path.read_bytes()
 
 
-def _start(tmp: Path, name: str) -> subprocess.Popen:
-    """A famr-run process of its own, for a signal to reach (the runs that are not interrupted are forks: run_cli)."""
-    return subprocess.Popen(
-        [FAMR_RUN, *RUN_ARGS, f"hydra.run.dir={tmp / name}"],
-        cwd=tmp,
-        env=cli_env(tmp),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell that starts a job in the background without job control (CI, nohup ... &) hands it
-        # SIGINT ignored, and Python then never raises KeyboardInterrupt: the run must see Ctrl-C as a terminal sends it.
-        preexec_fn=_default_sigint,
-    )
+def _start(tmp: Path, name: str) -> ForkedRun:
+    """A famr-run child of the session's server that runs on while the test waits to interrupt it: a process
+    of its own, in its own session, with Ctrl-C raising KeyboardInterrupt as in a famr-run started from a terminal."""
+    return famr_server().start([*RUN_ARGS, f"hydra.run.dir={tmp / name}"], cwd=tmp, env=cli_env(tmp))
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _wait_for_saved_epoch(cache: Path, proc: subprocess.Popen, epoch: int, timeout: float = 120.0) -> int:
+def _wait_for_saved_epoch(cache: Path, proc: ForkedRun, epoch: int, timeout: float = 120.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         saved = max(saved_epochs(cache).values(), default=0)
         if saved >= epoch:
             return saved
-        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.communicate()[1][-2000:]
+        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + "".join(proc.output())[-2000:]
         time.sleep(0.02)
     raise AssertionError(f"no training state for epoch {epoch} within {timeout} s")
 
@@ -186,10 +173,13 @@ def test_deterministic_pipeline_repeats_every_digit(tmp_path):
         proc = run_cli([*args, f"hydra.run.dir={work / 'run'}"], cwd=work)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results = read_results(work / "run")
-        return {k: results[k] for k in ("metrics", "certificate", "curves")} | {"forget": (work / "run/forget_indices.txt").read_text()}
+        return {k: results[k] for k in ("metrics", "certificate", "robustness", "curves")} | {
+            "forget": (work / "run/forget_indices.txt").read_text()
+        }
 
     first, second, other_seed = run("a", 0), run("b", 0), run("c", 1)
     for results in (first, second, other_seed):
-        results["certificate"].pop("certify_s")  # a wall time
+        results["certificate"].pop("certify_s")  # wall times
+        results["robustness"].pop("seconds")
     assert first == second
     assert other_seed["forget"] != first["forget"] and other_seed["metrics"] != first["metrics"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import cli_env, use_cli_env
+from conftest import cli_env, forked_famr_run, use_cli_env
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune import cli as tune_cli
@@ -140,7 +140,7 @@ def _tune_args(tmp_path: Path, *args: str) -> list[str]:
 
 
 def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, **forked_famr_run())
     argv = [FAMR_TUNE, *_tune_args(tmp_path, *args)]
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
@@ -163,8 +163,8 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     assert "famr " in proc.stdout and "ssd " in proc.stdout and "2 trials" in proc.stdout
     # A larger budget later runs only the missing trial; the same budget again runs none (SSD's study:
     # its trials take a second, FAMR's up to 16 s). Those two calls run famr-tune in this process (the
-    # console script ran above); the famr-run study it starts is real.
-    use_cli_env(monkeypatch, tmp_path)
+    # console script ran above); the famr-run study it starts is real, a fork of the session's server.
+    use_cli_env(monkeypatch, tmp_path, **forked_famr_run())
     in_process = _tune_args(tmp_path, "--methods", "ssd", "--trials", "3")
     assert tune_cli.main(in_process) == 0, capfd.readouterr().err[-3000:]
     assert len((root / "ssd" / "trials.jsonl").read_text().splitlines()) == 3

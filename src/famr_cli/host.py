@@ -1,9 +1,13 @@
-"""The host machine, without importing torch (the reproduce runner and table writers stay light)."""
+"""The host machine and the famr-run it has, without importing torch (the reproduce runner, famr-tune and
+the table writers stay light)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 
@@ -34,3 +38,17 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     details += [f"model {fields['model']}"] if fields.get("model") else []
     details += ["AVX-512"] if "avx512f" in fields.get("flags", "").split() else []
     return ", ".join([name, *details])
+
+
+def famr_run_command() -> list[str]:
+    """What famr-reproduce and famr-tune start as famr-run: ``$FAMR_RUN_COMMAND`` split as a shell would
+    (a wrapper, say), else the famr-run next to this interpreter (the project's venv), else the one on
+    PATH, else ``python -m famr_cli``."""
+    chosen = os.environ.get("FAMR_RUN_COMMAND", "").strip()
+    if chosen:
+        return shlex.split(chosen)
+    exe = Path(sys.executable).with_name("famr-run")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("famr-run")
+    return [found] if found else [sys.executable, "-m", "famr_cli"]

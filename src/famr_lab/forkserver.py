@@ -13,7 +13,13 @@ start-up (those keep a real subprocess: tests/test_installed_package.py, the sig
 that make per-process resources at import are kept out of the server (wandb; see ``serve``).
 
     with FamrServer() as server:
-        proc = server.run(["method.lam=-1"], cwd=tmp, env=env, timeout=300)
+        proc = server.run(["method.lam=-1"], cwd=tmp, env=env, timeout=300)   # a CompletedProcess
+        child = server.start(["train.epochs=7"], cwd=tmp, env=env)            # Popen-like: pid, poll, send_signal
+
+A tool that starts famr-run itself (famr-reproduce, famr-tune) reaches the server through the client
+command ``server.client_command()`` (``python -m famr_lab.forkserver SOCKET ARGS...``), named in its
+``FAMR_RUN_COMMAND``: the client hands the server its own stdout and stderr, forwards the signals it
+gets to the child and exits with the child's code, so the tool sees a famr-run process.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import atexit
 import gc
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -64,24 +71,32 @@ class FamrServer:
 
     def run(self, args: list[str], cwd: Path | str, env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
         """famr-run ``args`` in a forked child; raises ``subprocess.TimeoutExpired`` (child killed) like ``subprocess.run``."""
-        with tempfile.TemporaryDirectory(dir=self._dir) as scratch:
-            out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
-            request = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.connect(str(self._socket))
-                conn.sendall((json.dumps(request) + "\n").encode(_ENCODING))
-                replies = conn.makefile("r", encoding=_ENCODING)
-                pid = json.loads(replies.readline())["pid"]
-                conn.settimeout(timeout)
-                try:
-                    line = replies.readline()
-                except TimeoutError:
-                    line = ""
-                if not line:
-                    _kill_group(pid)
-                    raise subprocess.TimeoutExpired(["famr-run", *args], timeout or 0, _read(out), _read(err))
-                code = json.loads(line)["code"]
-            return subprocess.CompletedProcess(["famr-run", *args], code, _read(out), _read(err))
+        child = self.start(args, cwd, env)
+        try:
+            out, err = child.communicate(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.output()
+            raise subprocess.TimeoutExpired(child.args, timeout or 0, out, err) from None
+        finally:
+            child.discard_output()
+        return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+    def start(self, args: list[str], cwd: Path | str, env: dict[str, str]) -> ForkedRun:
+        """famr-run ``args`` in a forked child that runs on while the caller goes on; its output goes to files."""
+        scratch = Path(tempfile.mkdtemp(dir=self._dir))
+        out, err = scratch / "stdout", scratch / "stderr"
+        request = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(self._socket))
+        _send_request(conn, request, fds=[])
+        replies = _Lines(conn)
+        pid = json.loads(replies.read(None))["pid"]
+        return ForkedRun(["famr-run", *args], pid, conn, replies, scratch)
+
+    def client_command(self) -> list[str]:
+        """The command line of a famr-run that is a child of this server (for ``FAMR_RUN_COMMAND``)."""
+        return [sys.executable, "-m", "famr_lab.forkserver", str(self._socket)]
 
     def close(self) -> None:
         if self._process.poll() is None:
@@ -94,6 +109,78 @@ class FamrServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ForkedRun:
+    """A famr-run child of the server as ``subprocess.Popen`` shows a process: ``pid``, ``returncode`` (negative
+    for a signal), ``poll``, ``wait``, ``send_signal``, ``kill`` and ``communicate`` (its stdout and stderr)."""
+
+    def __init__(self, args: list[str], pid: int, conn: socket.socket, replies: _Lines, scratch: Path):
+        self.args, self.pid, self.returncode = args, pid, None
+        self._conn, self._replies, self._scratch = conn, replies, scratch
+
+    def poll(self) -> int | None:
+        return self._collect(0.0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._collect(timeout) is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """The child and whatever it started (a joblib pool, wandb's service)."""
+        _kill_group(self.pid)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.output()
+
+    def output(self) -> tuple[str, str]:
+        """What the child wrote so far to stdout and stderr."""
+        return _read(self._scratch / "stdout"), _read(self._scratch / "stderr")
+
+    def discard_output(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _collect(self, timeout: float | None) -> int | None:
+        if self.returncode is None:
+            line = self._replies.read(timeout)
+            if line is not None:
+                # The server reports the exit status; an empty reply means it went away with the child unreported.
+                self.returncode = json.loads(line)["code"] if line else -signal.SIGKILL
+                self._conn.close()
+        return self.returncode
+
+
+class _Lines:
+    """Newline-ended replies read off a socket with a timeout (None: wait; 0: only what already came)."""
+
+    def __init__(self, conn: socket.socket):
+        self._conn, self._buffer = conn, b""
+
+    def read(self, timeout: float | None) -> str | None:
+        """The next line, "" once the other end closed, None if nothing came within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._conn], [], [], left)[0]:
+                return None
+            chunk = self._conn.recv(65536)
+            if not chunk:
+                return ""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode(_ENCODING)
+
+
+def _send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """One byte carrying the caller's stdout and stderr (when it passes them), then the request as a JSON line."""
+    socket.send_fds(conn, [b"\0"], fds)
+    conn.sendall((json.dumps(request) + "\n").encode(_ENCODING))
 
 
 def _read(path: Path) -> str:
@@ -132,12 +219,21 @@ def serve(socket_path: str) -> None:
     os.rename(partial, socket_path)  # the client waits for this name: the server is ready once it exists
     while True:
         conn, _ = listener.accept()
-        request = json.loads(conn.makefile("r", encoding=_ENCODING).readline())
+        _, fds, _, _ = socket.recv_fds(conn, 1, 2)
+        line = _Lines(conn).read(None)
+        if not line:  # the client went away before it asked for anything
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            continue
+        request = json.loads(line)
         pid = os.fork()
         if pid == 0:
             listener.close()
             conn.close()
-            _run_child(request)  # never returns: the child ends through sys.exit
+            _run_child(request, fds)  # never returns: the child ends through sys.exit
+        for fd in fds:
+            os.close(fd)
         conn.sendall((json.dumps({"pid": pid}) + "\n").encode(_ENCODING))
         threading.Thread(target=_report_exit, args=(conn, pid), daemon=True).start()
 
@@ -152,8 +248,10 @@ def _report_exit(conn: socket.socket, pid: int) -> None:
         conn.close()
 
 
-def _run_child(request: dict) -> None:
-    """Become ``famr-run <args>``: own session, files as stdout/stderr, the request's cwd and environment.
+def _run_child(request: dict, fds: list[int]) -> None:
+    """Become ``famr-run <args>``: own session, the client's stdout/stderr (``fds``) or the request's files,
+    the request's cwd and environment, and Ctrl-C raising KeyboardInterrupt as in a famr-run started from a
+    terminal (whatever the process that started the server had made of SIGINT).
 
     It never returns into the server loop. The child ends as a famr-run process does, step for step:
     non-daemon threads joined (e.g. joblib's worker pools), then the atexit handlers (logging's flush
@@ -163,9 +261,12 @@ def _run_child(request: dict) -> None:
     child on 2 cores for nothing a run leaves behind.
     """
     os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+    targets = fds or [os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for name in ("stdout", "stderr")]
+    for fd, target in zip((1, 2), targets):
+        os.dup2(target, fd)
+        os.close(target)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -202,3 +303,25 @@ def _exit_code(value: object) -> int:
         return value & 0xFF
     print(value, file=sys.stderr)
     return 1
+
+
+def client(socket_path: str, args: list[str]) -> int:
+    """``famr-run args`` as a child of the server at ``socket_path``, writing to this process's stdout and
+    stderr; the signals this process gets go to the child, and the child's exit is this process's exit."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(socket_path)
+    _send_request(conn, {"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}, fds=[1, 2])
+    replies = _Lines(conn)
+    pid = json.loads(replies.read(None))["pid"]
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, _frame: os.kill(pid, number))
+    line = replies.read(None)
+    code = json.loads(line)["code"] if line else -signal.SIGKILL
+    if code < 0:  # killed by a signal: end the same way, so whoever started this sees what a famr-run shows
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(client(sys.argv[1], sys.argv[2:]))

@@ -5,8 +5,6 @@ Class ids follow CIFAR-10's label order, which is alphabetical: airplane (0) …
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,7 +13,7 @@ from omegaconf import DictConfig
 from famr_cli.checks import whole
 from famr_cli.dataset import DATASETS, Dataset, DatasetShape, ImageData, channel_stats
 from famr_cli.dataset.decoded import load_or_decode
-from famr_cli.dataset.image_folder import check_classes, decode_split, extract_archive, find_layout_root, is_archive, source_signature
+from famr_cli.dataset.image_folder import check_classes, decode_archive, decode_split, find_layout_root, is_archive, source_signature
 from famr_cli.errors import FamrError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -103,7 +101,7 @@ class Cifar10(Dataset):
 
         root = _checked_root(cfg)
         if is_archive(root):
-            return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, cache_root, size))
+            return load_or_decode(cache_root, "cifar10", _key(root, size, "archive"), lambda: _from_archive(root, size))
         if (root / TORCHVISION_DIR).is_dir() or root.name == TORCHVISION_DIR:
             return _torchvision_cached(root if root.name != TORCHVISION_DIR else root.parent, cache_root, size, download=False)
         if (root / "train").is_dir() or any((c / "train").is_dir() for c in root.iterdir() if c.is_dir()):
@@ -126,12 +124,8 @@ def _torchvision_cached(root: Path, cache_root: Path, size: int, download: bool)
     return load_or_decode(cache_root, "cifar10", _key(batches, size, "torchvision"), lambda: data)
 
 
-def _from_archive(archive: Path, cache_root: Path, size: int) -> ImageData:
-    cache_root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_root))
-    try:
-        data = _from_folder(extract_archive(archive, scratch), size)
-        data.provenance = {"source": str(archive), "format": "archive"}
-        return data
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # the decoded cache replaces the unpacked images
+def _from_archive(archive: Path, size: int) -> ImageData:
+    decoded = decode_archive(archive, ("train", "test"), CLASSES, size, "dataset.root")
+    (x_train, y_train), (x_test, y_test) = decoded["train"], decoded["test"]
+    mean, std = channel_stats(x_train)
+    return ImageData(x_train, y_train, x_test, y_test, list(CLASSES), mean, std, provenance={"source": str(archive), "format": "archive"})

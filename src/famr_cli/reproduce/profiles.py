@@ -61,6 +61,7 @@ class Profile:
     lambdas: tuple[float, ...] = LAMBDAS
     lambda_seed: int = 0
     overrides: tuple[str, ...] = ()  # added to every famr-run command of this profile
+    lambda_overrides: tuple[str, ...] = ()  # added to FAMR's λ sweep alone (where every job is FAMR: method.<key>=...)
     hidden: bool = False  # not offered by the CLI's --help (test-only profiles)
     allow_download: bool = True  # CIFAR-10 may come from a torchvision download when no local copy exists
     # One methods table per forget spec, per experiment; by default both protocols, like the paper's.
@@ -126,9 +127,9 @@ SMOKE = Profile(
     name="smoke",
     doc=(
         "Test-only: the quickstart on digits with 2 training epochs, FAMR, GA and Retrain, 2 seeds (the cpu profile's "
-        "unlearning-seed scheme), a three-value λ sweep; the whole pipeline end to end in about a minute. GA stands for "
-        "the baselines because it steps on D_f alone (5 steps on digits), where FT's 30 epochs over D_r would be most "
-        "of the run."
+        "unlearning-seed scheme), a three-value λ sweep of FAMR at 20 of its 100 steps; the whole pipeline end to end "
+        "in about a minute. GA stands for the baselines because it steps on D_f alone (5 steps on digits), where FT's "
+        "30 epochs over D_r would be most of the run."
     ),
     experiments=("quickstart",),
     methods=("retrain", "famr", "grad_ascent"),
@@ -136,6 +137,7 @@ SMOKE = Profile(
     seed_mode=UNLEARNING,
     lambdas=(0.01, 0.1, 1.0),
     overrides=("train.epochs=2",),
+    lambda_overrides=("method.epochs=20",),
     forget_tables=(CLASS_TABLE,),  # one table keeps the test run short
     hidden=True,
 )

@@ -11,12 +11,11 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from famr_cli.host import available_cores, cpu_name
+from famr_cli.host import available_cores, cpu_name, famr_run_command
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
 from famr_cli.reproduce.profiles import CLASS_TABLE, ForgetTable, Profile
@@ -40,15 +39,6 @@ class Sweep:
         return shlex.join(self.argv)
 
 
-def famr_run_command() -> list[str]:
-    """The famr-run next to this interpreter (the project's venv), else the one on PATH, else ``python -m famr_cli``."""
-    exe = Path(sys.executable).with_name("famr-run")
-    if exe.is_file():
-        return [str(exe)]
-    found = shutil.which("famr-run")
-    return [found] if found else [sys.executable, "-m", "famr_cli"]
-
-
 def _numbers(values) -> str:
     return ",".join(format(v, "g") for v in values)
 
@@ -61,7 +51,7 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
     base = runs_root / profile.name
     sweeps = []
 
-    def sweep(experiment: str, kind: str, choices: list[str], seeds: tuple[int, ...], table: ForgetTable = CLASS_TABLE) -> Sweep:
+    def sweep(experiment: str, kind: str, choices: list[str], seeds: tuple[int, ...], table: ForgetTable = CLASS_TABLE, extra=()) -> Sweep:
         out = base / experiment / (f"{kind}_{table.name}" if table.name else kind)
         argv = [
             *famr_run,
@@ -72,6 +62,7 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
             *profile.seed_overrides(seeds),
             *data.overrides.get(experiment, []),
             *profile.overrides,
+            *extra,
             *(["skip_finished=true"] if resume else []),
             "progress=false",
             f"hydra.sweep.dir={hydra_value(str(out))}",
@@ -84,7 +75,7 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
     # FAMR's λ trade-off is measured on class forgetting, so it runs with the class table.
     if profile.lambdas and CLASS_TABLE in profile.forget_tables:
         lam = ["method=famr", f"method.lam={_numbers(profile.lambdas)}"]
-        sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,)))
+        sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,), extra=profile.lambda_overrides))
     return sweeps
 
 

@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 # not import torch and the pipeline (its own start took 8.3 s with them, 0.3 s without, on 2 Intel Xeon cores).
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
+from famr_cli.host import famr_run_command
 from famr_cli.tune.space import declared_space, tunable_methods
 from famr_cli.tune.study import OK, distinct_settings, read_trials
 from famr_cli.tune.tuned_file import current_commit, write_tuned_file
@@ -58,9 +59,8 @@ def resolve_target(overrides: list[str]) -> tuple[str, str, int]:
 
 
 def study_command(method: str, overrides: list[str], study_dir: Path, args: argparse.Namespace) -> list[str]:
-    famr_run = str(Path(sys.executable).with_name("famr-run"))
     return [
-        famr_run,
+        *famr_run_command(),
         "-m",
         "hydra/sweeper=optuna_gap",
         *overrides,
