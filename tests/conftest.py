@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 # The light module's CONFIG_DIR, not famr_cli.cli's: the xdist controller loads this file too, and runs no test.
 from famr_cli.config_schema import CONFIG_DIR
-from famr_lab.forkserver import FamrServer
+from famr_lab.forkclient import FamrServer
 from module_order import TURNS_FILE, SecondsRecorder, make_scheduler, module_turns, run_order
 
 # The console script next to the interpreter running the tests (the project's venv).

@@ -1,5 +1,5 @@
-"""famr_lab.forkserver: a forked famr-run behaves as the console script does (codes, messages, env, cwd, timeouts,
-signals through its client)."""
+"""famr_lab.forkserver and forkclient: a forked famr-run behaves as the console script does (codes, messages, env, cwd,
+timeouts, signals through its client)."""
 
 from __future__ import annotations
 

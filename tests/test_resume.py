@@ -20,7 +20,7 @@ from famr_cli.model_store import get_original_model
 from famr_cli.prepared import prepare
 from famr_cli.train.checkpoint import TrainingCheckpoint, saved_epochs
 from famr_cli.train.loop import run_loop
-from famr_lab.forkserver import ForkedRun
+from famr_lab.forkclient import ForkedRun
 
 # Long enough (1-2 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
 # with epochs still to run, and short enough to pay four times.

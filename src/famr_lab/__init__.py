@@ -7,4 +7,6 @@ checks its theory on a toy problem, used by ``scripts/`` and the tests.
   ``scripts/certificate_demo.py``).
 - ``bad_input_drill``: every bad input of docs/errors.md through ``famr-run`` (tests/test_bad_input.py,
   ``scripts/bad_input_drill.py``, the fault drill).
+- ``forkserver`` and ``forkclient``: famr-run forked from one process that imported famr once (the
+  tests, the bad-input drill), and a client command that stands in for famr-run (``FAMR_RUN_COMMAND``).
 """

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famr_lab.forkserver import FamrServer
+from famr_lab.forkclient import FamrServer
 
 # The checkout this drill belongs to (src/famr_lab/ is two levels below it): the table lives in its docs/.
 REPO = Path(__file__).resolve().parents[2]

@@ -6,20 +6,12 @@ bad-input drill start famr-run hundreds of times, mostly for runs that stop at v
 were most of their time. The server here only imports: it never runs a model, starts no thread pool
 and parses no config, so each forked child starts from the state a fresh ``famr-run`` process has
 after its imports, with its own arguments, environment, working directory and output files, and
-exits with the code famr-run would (``FamrServer.run`` returns a ``subprocess.CompletedProcess``).
+exits with the code famr-run would. Libraries that make per-process resources at import are kept out
+of the server (wandb; see ``serve``). ``famr_lab.forkclient`` starts a server and talks to it.
 
-Use it where what is tested is famr-run's behaviour, not the console script or the interpreter's
-start-up (those keep a real subprocess: tests/test_installed_package.py, the signal tests). Libraries
-that make per-process resources at import are kept out of the server (wandb; see ``serve``).
-
-    with FamrServer() as server:
-        proc = server.run(["method.lam=-1"], cwd=tmp, env=env, timeout=300)   # a CompletedProcess
-        child = server.start(["train.epochs=7"], cwd=tmp, env=env)            # Popen-like: pid, poll, send_signal
-
-A tool that starts famr-run itself (famr-reproduce, famr-tune) reaches the server through the client
-command ``server.client_command()`` (``python -m famr_lab.forkserver SOCKET ARGS...``), named in its
-``FAMR_RUN_COMMAND``: the client hands the server its own stdout and stderr, forwards the signals it
-gets to the child and exits with the child's code, so the tool sees a famr-run process.
+The wire: a request is one byte, carrying the caller's stdout and stderr as file descriptors when it
+passes them, then one JSON line (arguments, working directory, environment, and output files when no
+descriptors came); the replies are one JSON line with the child's pid, then one with its exit code.
 """
 
 from __future__ import annotations
@@ -29,134 +21,17 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
-from pathlib import Path
 
-# Requests and replies are one JSON document per line on a Unix socket.
-_ENCODING = "utf-8"
+ENCODING = "utf-8"
 
 
-class FamrServer:
-    """A running fork server (a child process of this one); ``close`` or a ``with`` block stops it."""
-
-    def __init__(self, start_timeout: float = 300.0):
-        self._dir = Path(tempfile.mkdtemp(prefix="famr-forkserver-"))
-        self._socket = self._dir / "socket"
-        self._log = self._dir / "server.log"
-        with self._log.open("w") as log:
-            # -c rather than -m, so this module is not imported a second time as __main__.
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", f"from famr_lab.forkserver import serve; serve({str(self._socket)!r})"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + start_timeout
-        while not self._socket.exists():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the famr fork server stopped at start: {_read(self._log)[-2000:]}")
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"the famr fork server did not start within {start_timeout:.0f} s")
-            time.sleep(0.05)
-
-    def run(self, args: list[str], cwd: Path | str, env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
-        """famr-run ``args`` in a forked child; raises ``subprocess.TimeoutExpired`` (child killed) like ``subprocess.run``."""
-        child = self.start(args, cwd, env)
-        try:
-            out, err = child.communicate(timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            out, err = child.output()
-            raise subprocess.TimeoutExpired(child.args, timeout or 0, out, err) from None
-        finally:
-            child.discard_output()
-        return subprocess.CompletedProcess(child.args, child.returncode, out, err)
-
-    def start(self, args: list[str], cwd: Path | str, env: dict[str, str]) -> ForkedRun:
-        """famr-run ``args`` in a forked child that runs on while the caller goes on; its output goes to files."""
-        scratch = Path(tempfile.mkdtemp(dir=self._dir))
-        out, err = scratch / "stdout", scratch / "stderr"
-        request = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(str(self._socket))
-        _send_request(conn, request, fds=[])
-        replies = _Lines(conn)
-        pid = json.loads(replies.read(None))["pid"]
-        return ForkedRun(["famr-run", *args], pid, conn, replies, scratch)
-
-    def client_command(self) -> list[str]:
-        """The command line of a famr-run that is a child of this server (for ``FAMR_RUN_COMMAND``)."""
-        return [sys.executable, "-m", "famr_lab.forkserver", str(self._socket)]
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            _kill_group(self._process.pid)
-            self._process.wait(timeout=30)
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> FamrServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class ForkedRun:
-    """A famr-run child of the server as ``subprocess.Popen`` shows a process: ``pid``, ``returncode`` (negative
-    for a signal), ``poll``, ``wait``, ``send_signal``, ``kill`` and ``communicate`` (its stdout and stderr)."""
-
-    def __init__(self, args: list[str], pid: int, conn: socket.socket, replies: _Lines, scratch: Path):
-        self.args, self.pid, self.returncode = args, pid, None
-        self._conn, self._replies, self._scratch = conn, replies, scratch
-
-    def poll(self) -> int | None:
-        return self._collect(0.0)
-
-    def wait(self, timeout: float | None = None) -> int:
-        if self._collect(timeout) is None:
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        return self.returncode  # type: ignore[return-value]
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        """The child and whatever it started (a joblib pool, wandb's service)."""
-        _kill_group(self.pid)
-
-    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        self.wait(timeout)
-        return self.output()
-
-    def output(self) -> tuple[str, str]:
-        """What the child wrote so far to stdout and stderr."""
-        return _read(self._scratch / "stdout"), _read(self._scratch / "stderr")
-
-    def discard_output(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
-
-    def _collect(self, timeout: float | None) -> int | None:
-        if self.returncode is None:
-            line = self._replies.read(timeout)
-            if line is not None:
-                # The server reports the exit status; an empty reply means it went away with the child unreported.
-                self.returncode = json.loads(line)["code"] if line else -signal.SIGKILL
-                self._conn.close()
-        return self.returncode
-
-
-class _Lines:
+class Lines:
     """Newline-ended replies read off a socket with a timeout (None: wait; 0: only what already came)."""
 
     def __init__(self, conn: socket.socket):
@@ -174,20 +49,16 @@ class _Lines:
                 return ""
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode(_ENCODING)
+        return line.decode(ENCODING)
 
 
-def _send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
+def send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
     """One byte carrying the caller's stdout and stderr (when it passes them), then the request as a JSON line."""
     socket.send_fds(conn, [b"\0"], fds)
-    conn.sendall((json.dumps(request) + "\n").encode(_ENCODING))
+    conn.sendall((json.dumps(request) + "\n").encode(ENCODING))
 
 
-def _read(path: Path) -> str:
-    return path.read_text(errors="replace") if path.is_file() else ""
-
-
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     """The child and whatever it started (a joblib pool, wandb's service): each child leads its own session."""
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -220,7 +91,7 @@ def serve(socket_path: str) -> None:
     while True:
         conn, _ = listener.accept()
         _, fds, _, _ = socket.recv_fds(conn, 1, 2)
-        line = _Lines(conn).read(None)
+        line = Lines(conn).read(None)
         if not line:  # the client went away before it asked for anything
             for fd in fds:
                 os.close(fd)
@@ -234,14 +105,14 @@ def serve(socket_path: str) -> None:
             _run_child(request, fds)  # never returns: the child ends through sys.exit
         for fd in fds:
             os.close(fd)
-        conn.sendall((json.dumps({"pid": pid}) + "\n").encode(_ENCODING))
+        conn.sendall((json.dumps({"pid": pid}) + "\n").encode(ENCODING))
         threading.Thread(target=_report_exit, args=(conn, pid), daemon=True).start()
 
 
 def _report_exit(conn: socket.socket, pid: int) -> None:
     _, status = os.waitpid(pid, 0)
     try:
-        conn.sendall((json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n").encode(_ENCODING))
+        conn.sendall((json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n").encode(ENCODING))
     except OSError:
         pass  # the client gave up (its timeout) and killed the child
     finally:
@@ -303,25 +174,3 @@ def _exit_code(value: object) -> int:
         return value & 0xFF
     print(value, file=sys.stderr)
     return 1
-
-
-def client(socket_path: str, args: list[str]) -> int:
-    """``famr-run args`` as a child of the server at ``socket_path``, writing to this process's stdout and
-    stderr; the signals this process gets go to the child, and the child's exit is this process's exit."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(socket_path)
-    _send_request(conn, {"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}, fds=[1, 2])
-    replies = _Lines(conn)
-    pid = json.loads(replies.read(None))["pid"]
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda number, _frame: os.kill(pid, number))
-    line = replies.read(None)
-    code = json.loads(line)["code"] if line else -signal.SIGKILL
-    if code < 0:  # killed by a signal: end the same way, so whoever started this sees what a famr-run shows
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(client(sys.argv[1], sys.argv[2:]))
