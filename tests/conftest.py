@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -138,8 +139,14 @@ def famr_server() -> FamrServer:
 def forked_famr_run() -> dict[str, str]:
     """The environment under which famr-reproduce and famr-tune start their famr-run processes as forks of
     the session's server (a client process that relays output, signals and exit code) instead of paying
-    famr-run's imports for every sweep they start."""
+    famr-run's imports for every sweep they start (none under FAMR_TEST_SUBPROCESS=1: the real famr-run)."""
+    if _forks_off():
+        return {}
     return {"FAMR_RUN_COMMAND": shlex.join(famr_server().client_command())}
+
+
+def _forks_off() -> bool:
+    return os.environ.get("FAMR_TEST_SUBPROCESS") == "1"
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -151,9 +158,27 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, exe: 
     """famr-run ``args`` in ``cwd``: a fork of the session's server, or a new ``exe`` process when one is named."""
     args = _without_reference_by_default(args)
     env = env or cli_env(cwd)
-    if exe == FAMR_RUN and os.environ.get("FAMR_TEST_SUBPROCESS") != "1":
+    if exe == FAMR_RUN and not _forks_off():
         return famr_server().run(args, cwd=cwd, env=env, timeout=600)
     return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None):
+    """famr-run ``args`` running on while the test goes on (to interrupt it, say): a fork of the session's
+    server (``ForkedRun``), or a new console-script process (``subprocess.Popen``) under FAMR_TEST_SUBPROCESS=1.
+    Either way Ctrl-C raises KeyboardInterrupt in it, as in a famr-run started from a terminal."""
+    args, env = _without_reference_by_default(args), env or cli_env(cwd)
+    if not _forks_off():
+        return famr_server().start(args, cwd=cwd, env=env)
+    # A shell that starts a job in the background without job control (CI, nohup ... &) hands it SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt: the run must see Ctrl-C as a terminal sends it.
+    return subprocess.Popen(
+        [FAMR_RUN, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 RESULTS_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results.schema.json").read_text())

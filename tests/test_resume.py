@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import cli_env, compose_config, famr_server, read_results, run_cli
+from conftest import compose_config, read_results, run_cli, start_cli
 from famr_cli.cache import sha256_file
 from famr_cli.errors import DivergedError
 from famr_cli.logger import ExperimentLogger
@@ -20,7 +20,6 @@ from famr_cli.model_store import get_original_model
 from famr_cli.prepared import prepare
 from famr_cli.train.checkpoint import TrainingCheckpoint, saved_epochs
 from famr_cli.train.loop import run_loop
-from famr_lab.forkclient import ForkedRun
 
 # Long enough (1-2 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
 # with epochs still to run, and short enough to pay four times.
@@ -34,19 +33,18 @@ def _weights(cache: Path) -> bytes:
     return path.read_bytes()
 
 
-def _start(tmp: Path, name: str) -> ForkedRun:
-    """A famr-run child of the session's server that runs on while the test waits to interrupt it: a process
-    of its own, in its own session, with Ctrl-C raising KeyboardInterrupt as in a famr-run started from a terminal."""
-    return famr_server().start([*RUN_ARGS, f"hydra.run.dir={tmp / name}"], cwd=tmp, env=cli_env(tmp))
+def _start(tmp: Path, name: str):
+    return start_cli([*RUN_ARGS, f"hydra.run.dir={tmp / name}"], cwd=tmp)
 
 
-def _wait_for_saved_epoch(cache: Path, proc: ForkedRun, epoch: int, timeout: float = 120.0) -> int:
+def _wait_for_saved_epoch(cache: Path, proc, epoch: int, timeout: float = 120.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         saved = max(saved_epochs(cache).values(), default=0)
         if saved >= epoch:
             return saved
-        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + "".join(proc.output())[-2000:]
+        if proc.poll() is not None:
+            raise AssertionError("the run ended before it could be interrupted:\n" + "".join(proc.communicate())[-2000:])
         time.sleep(0.02)
     raise AssertionError(f"no training state for epoch {epoch} within {timeout} s")
 
