@@ -314,12 +314,18 @@ def test_dry_run_prints_the_commands(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_sweeps_start_the_venvs_famr_run_unless_the_environment_names_another(tmp_path, monkeypatch):
+def test_sweeps_start_the_venvs_famr_run_unless_the_environment_names_another(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FAMR_RUN_COMMAND", raising=False)
     assert famr_run_command() == [str(Path(sys.executable).with_name("famr-run"))]
     monkeypatch.setenv("FAMR_RUN_COMMAND", "srun --ntasks=1 'famr run'")
     sweeps = plan_sweeps(PROFILES["cpu"], tmp_path, DataPlan())
     assert all(s.argv[:4] == ["srun", "--ntasks=1", "famr run", "-m"] for s in sweeps)
+    # One that does not split is one sentence and exit 2, before anything runs.
+    (tmp_path / "train").mkdir()
+    monkeypatch.setenv("FAMR_RUN_COMMAND", "famr-run 'unclosed")
+    assert reproduce_cli.main(["--profile", "cpu", "--data", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 2
+    assert 'FAMR_RUN_COMMAND="famr-run \'unclosed" does not split as a shell line' in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_tables_picks_the_forget_tables_and_the_lambda_sweep_goes_with_class(tmp_path, capsys):

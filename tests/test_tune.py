@@ -150,6 +150,12 @@ def test_famr_tune_needs_a_validation_split(capsys):
     assert "add dataset.val_per_class=N" in capsys.readouterr().err
 
 
+def test_famr_tune_stops_before_any_trial_on_a_famr_run_command_that_does_not_split(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAMR_RUN_COMMAND", "famr-run 'unclosed")
+    assert tune_cli.main(["--dir", str(tmp_path), "--methods", "famr", "--trials", "1", "dataset.val_per_class=10"]) == 2
+    assert "does not split as a shell line" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(tmp_path, monkeypatch, capfd):
     proc = _tune(tmp_path, "--methods", "famr,ssd", "--trials", "2")

@@ -10,6 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from famr_cli.errors import FamrError
+
 
 def available_cores() -> int:
     try:
@@ -46,7 +48,10 @@ def famr_run_command() -> list[str]:
     PATH, else ``python -m famr_cli``."""
     chosen = os.environ.get("FAMR_RUN_COMMAND", "").strip()
     if chosen:
-        return shlex.split(chosen)
+        try:
+            return shlex.split(chosen)
+        except ValueError as err:
+            raise FamrError(f"FAMR_RUN_COMMAND={chosen!r} does not split as a shell line ({err}); fix its quoting or unset it.") from None
     exe = Path(sys.executable).with_name("famr-run")
     if exe.is_file():
         return [str(exe)]

@@ -154,8 +154,15 @@ def client(socket_path: str, args: list[str]) -> int:
     send_request(conn, {"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}, fds=[1, 2])
     replies = Lines(conn)
     pid = json.loads(replies.read(None))["pid"]
+
+    def forward(number: int, _frame) -> None:
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass  # the child has just ended: its exit code is on its way
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda number, _frame: os.kill(pid, number))
+        signal.signal(sig, forward)
     line = replies.read(None)
     code = json.loads(line)["code"] if line else -signal.SIGKILL
     if code < 0:  # killed by a signal: end the same way, so whoever started this sees what a famr-run shows

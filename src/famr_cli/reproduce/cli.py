@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from famr_cli.errors import FamrError
 from famr_cli.reproduce.data import DataError, plan_data
 from famr_cli.reproduce.profiles import PROFILES, experiment_names, public_profiles
 from famr_cli.reproduce.runner import plan_sweeps, reproduce
@@ -95,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = Path(os.environ.get("FAMR_CACHE_DIR") or "outputs/cache").expanduser().resolve()
     try:
         data = plan_data(profile, checkout_root(), cache_dir, args.data, args.imagenet, args.allow_download, strict=not args.dry_run)
-    except DataError as err:
+        sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume)
+    except (DataError, FamrError) as err:
         print(err, file=sys.stderr)
         return EXIT_BAD_INPUT
-    sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume)
 
     if args.dry_run:
         for line in (*data.notes, *(f"a real run would stop here: {p}" for p in data.problems)):

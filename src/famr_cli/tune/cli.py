@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         methods = tunable_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
         for method in methods:
             declared_space(experiment, method)  # an unknown method or a missing space fails before any trial
+        famr_run_command()  # so does a FAMR_RUN_COMMAND that does not split
     except FamrError as err:
         print(f"[famr-tune][ERROR] {err}", file=sys.stderr)
         return 2
