@@ -87,12 +87,16 @@ def make_scheduler(config, log, models_ready: Path, turns_file: Path):
     from xdist.scheduler import LoadFileScheduling
 
     class QuickstartAwareScheduling(LoadFileScheduling):
+        turns: dict[str, int] | None = None  # read once: work is assigned only after every worker collected
+
         def _assign_work_unit(self, node) -> None:
             self.workqueue.move_to_end(self._next_module(), last=False)  # the base class takes the first
             super()._assign_work_unit(node)
 
         def _next_module(self) -> str:
-            turns = json.loads(turns_file.read_text()) if turns_file.is_file() else {}
+            if self.turns is None:
+                self.turns = json.loads(turns_file.read_text()) if turns_file.is_file() else {}
+            turns = self.turns
             waiting = [m for m in self.workqueue if turns.get(m) == WAITS_FOR_MODELS]
             if waiting and models_ready.exists():
                 return waiting[0]
