@@ -86,7 +86,7 @@ def test_parallel_sweep_shares_one_original_and_a_bad_job_fails_alone_with_its_e
 
 def _optuna_sweep(tmp_path, reference: str, *extra: str):
     """A 2-trial Optuna study of GA on digits; returns its sweep dir once famr-run exited 0. GA, because its
-    declared space (1-20 ascent steps) keeps a trial under a second, where FAMR's 10-200 epochs took 7 s;
+    declared space (1-20 ascent steps) keeps a trial short, where FAMR's 10-200 epochs took 7.5 s a trial (cProfile);
     famr-tune's test searches FAMR's space."""
     sweep = tmp_path / "sweep"
     overrides = ["-m", "hydra/sweeper=optuna_gap", "hydra.sweeper.n_trials=2", "method=grad_ascent", reference, *extra, *TINY]

@@ -53,12 +53,18 @@ def _decode_all(sources: list[Path] | list[bytes], labels: list[int], size: int,
 
 def decode_split(split_dir: Path, class_names: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All images of ``split_dir`` as N x 3 x size x size uint8, labels by position in ``class_names``."""
-    files, labels = [], []
-    for label, name in enumerate(class_names):
-        found = list_images(split_dir / name)
-        files += found
-        labels += [label] * len(found)
+    files, labels = _by_class(class_names, lambda name: list_images(split_dir / name))
     return _decode_all(files, labels, size, split_dir)
+
+
+def _by_class(class_names: list[str], images_of) -> tuple[list, list[int]]:
+    """Every class's images (``images_of(name)``, in their order) one class after another, with their labels."""
+    sources, labels = [], []
+    for label, name in enumerate(class_names):
+        found = images_of(name)
+        sources += found
+        labels += [label] * len(found)
+    return sources, labels
 
 
 def source_signature(path: Path) -> dict[str, int]:
@@ -108,11 +114,9 @@ def decode_archive(
         split_dir = (*roots[0], split)
         where = f"{archive}:{'/'.join(split_dir)}"
         _require_classes({f[-1] for f in folders if f[:-1] == split_dir}, class_names, where, key)
-        sources, labels = [], []
-        for label, name in enumerate(class_names):
-            found = [blob for _, blob in sorted(images.get((*split_dir, name), []), key=lambda named: named[0])]
-            sources += found
-            labels += [label] * len(found)
+        sources, labels = _by_class(
+            class_names, lambda name, folder=split_dir: [blob for _, blob in sorted(images.get((*folder, name), []))]
+        )
         decoded[split] = _decode_all(sources, labels, size, where)
     return decoded
 

@@ -51,7 +51,14 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
     base = runs_root / profile.name
     sweeps = []
 
-    def sweep(experiment: str, kind: str, choices: list[str], seeds: tuple[int, ...], table: ForgetTable = CLASS_TABLE, extra=()) -> Sweep:
+    def sweep(
+        experiment: str,
+        kind: str,
+        choices: list[str],
+        seeds: tuple[int, ...],
+        table: ForgetTable = CLASS_TABLE,
+        extra: tuple[str, ...] = (),
+    ) -> Sweep:
         out = base / experiment / (f"{kind}_{table.name}" if table.name else kind)
         argv = [
             *famr_run,
