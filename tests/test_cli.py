@@ -46,7 +46,8 @@ def test_quickstart_meets_the_acceptance_figures(quickstart_runs):
 
 def test_second_run_hits_the_cache_and_says_so(quickstart_runs):
     (first_proc, first), (second_proc, second) = quickstart_runs
-    assert first["cache"]["original"]["hit"] is False and first["cache"]["retrain"]["hit"] is False
+    # Retrain is cached before the first run (tests/conftest.py says why); a run that trains it: tests/test_reference.py.
+    assert first["cache"]["original"]["hit"] is False and first["cache"]["retrain"]["hit"] is True
     assert second["cache"]["original"]["hit"] is True and second["cache"]["retrain"]["hit"] is True
     assert second["cache"]["original"]["key"] == first["cache"]["original"]["key"]
     assert "loaded from cache" in second_proc.stderr + second_proc.stdout
