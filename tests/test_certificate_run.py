@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import read_results, run_cli
+from conftest import NO_ROBUSTNESS, read_results, run_cli
 from famr_cli.evaluate.certificate.run import mean_gradient, output_drift, stationarity
 
 
@@ -59,7 +59,7 @@ def test_output_drift_is_zero_for_an_unchanged_model_and_kl_for_a_changed_one():
 @pytest.mark.slow
 def test_a_famr_run_writes_finite_certificate_fields_that_match_the_identity(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli(["train.epochs=2", "method.epochs=3", f"hydra.run.dir={run}"], cwd=tmp_path)
+    proc = run_cli(["train.epochs=2", NO_ROBUSTNESS, "method.epochs=3", f"hydra.run.dir={run}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cert = read_results(run)["certificate"]
     for key in ("param_dist", "grad_norm", "stationarity_bound", "stationarity_residual", "drift_kl_mean", "drift_kl_max"):
@@ -73,11 +73,16 @@ def test_a_famr_run_writes_finite_certificate_fields_that_match_the_identity(tmp
 
 @pytest.mark.slow
 def test_certificate_can_be_switched_off_and_baselines_report_drift_only(tmp_path):
-    proc = run_cli(["train.epochs=2", "method=finetune", "method.epochs=1", f"hydra.run.dir={tmp_path / 'ft'}"], cwd=tmp_path)
+    proc = run_cli(
+        ["train.epochs=2", NO_ROBUSTNESS, "method=finetune", "method.epochs=1", f"hydra.run.dir={tmp_path / 'ft'}"], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cert = read_results(tmp_path / "ft")["certificate"]
     assert "drift_kl_mean" in cert and "grad_norm" not in cert
-    proc = run_cli(["train.epochs=2", "method.epochs=2", "evaluate.certificate=false", f"hydra.run.dir={tmp_path / 'off'}"], cwd=tmp_path)
+    proc = run_cli(
+        ["train.epochs=2", NO_ROBUSTNESS, "method.epochs=2", "evaluate.certificate=false", f"hydra.run.dir={tmp_path / 'off'}"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(read_results(tmp_path / "off")["certificate"]) == {"param_dist", "anchored_param_dist", "steps"}
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from conftest import read_results, run_cli
+from conftest import NO_ROBUSTNESS, read_results, run_cli
 from famr_cli.cli import CONFIG_DIR
 
-TINY = ["train.epochs=2", "method.epochs=2"]
+TINY = ["train.epochs=2", "method.epochs=2", NO_ROBUSTNESS]
 
 
 def _hydra_cfg(overrides: list[str]):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_results, run_cli
+from conftest import NO_ROBUSTNESS, read_results, run_cli
 from famr_cli.cache import build_once
 from famr_cli.cli import objective_value
 from famr_cli.runtime import threads_per_job
@@ -101,7 +101,11 @@ def test_processes_missing_one_entry_at_once_build_it_once(tmp_path):
 def test_two_famr_runs_started_together_train_the_original_once(tmp_path):
     # Two forks of the session's server at once: two famr-run processes, each with its own pid and files.
     with ThreadPoolExecutor(2) as pool:
-        procs = list(pool.map(lambda name: run_cli([*TINY, "evaluate.reference=none", f"hydra.run.dir={tmp_path / name}"], tmp_path), "ab"))
+        procs = list(
+            pool.map(
+                lambda name: run_cli([*TINY, "evaluate.reference=none", NO_ROBUSTNESS, f"hydra.run.dir={tmp_path / name}"], tmp_path), "ab"
+            )
+        )
     outputs = [p.stdout + p.stderr for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sum(o.count("No cached original model") for o in outputs) == 1
@@ -116,7 +120,7 @@ def test_two_famr_runs_started_together_train_the_original_once(tmp_path):
 @pytest.mark.slow
 def test_sweep_jobs_share_one_wandb_group_and_the_summary_is_logged(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", *TINY, "logger=wandb", "method.lam=0.1,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    proc = run_cli(["-m", *TINY, NO_ROBUSTNESS, "logger=wandb", "method.lam=0.1,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     infos = [run_info(f) for f in sorted(sweep.rglob("offline-run-*/run-*.wandb"))]
     assert len(infos) == 3  # two jobs and the summary run

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import compose_config, read_results, run_cli
+from conftest import NO_ROBUSTNESS, compose_config, read_results, run_cli
 from famr_cli.errors import FamrError
 from famr_cli.prepared import prepare
 
-FAST = ["train.epochs=2", "method.epochs=2"]
+FAST = ["train.epochs=2", "method.epochs=2", NO_ROBUSTNESS]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import cli_env, read_results, run_cli
+from conftest import NO_ROBUSTNESS, cli_env, read_results, run_cli
 from wandb_records import exit_code, history, summary
 
 TINY = ["train.epochs=2", "method.epochs=3", "logger=wandb"]
@@ -42,7 +42,7 @@ def test_offline_run_holds_config_curves_final_metrics_and_per_class_table(tmp_p
 
 @pytest.mark.slow
 def test_multirun_jobs_never_share_a_wandb_run_even_when_one_fails(tmp_path):
-    proc = run_cli(["-m", *TINY, "forget.classes=[42],[1]", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    proc = run_cli(["-m", *TINY, NO_ROBUSTNESS, "forget.classes=[42],[1]", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
     assert proc.returncode == 2  # the sweep reports the bad job at the end...
     # Each job's run lives in its own dir; the sweep's summary run (sweep/wandb/) is tested in test_sweep.py.
     files = [f for f in _run_files(tmp_path / "sweep") if f.relative_to(tmp_path / "sweep").parts[0].isdigit()]
@@ -56,7 +56,7 @@ def test_multirun_jobs_never_share_a_wandb_run_even_when_one_fails(tmp_path):
 @pytest.mark.slow
 def test_unreachable_wandb_never_fails_the_experiment(tmp_path):
     env = cli_env(tmp_path, WANDB_MODE="online", WANDB_API_KEY="", WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="5")
-    proc = run_cli([*TINY, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
+    proc = run_cli([*TINY, NO_ROBUSTNESS, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_results(tmp_path / "run")["status"] == "ok"
     output = proc.stdout + proc.stderr
