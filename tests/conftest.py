@@ -252,7 +252,7 @@ def _train_retrain_at_one_thread(cache: Path) -> None:
     from famr_cli.model_store import get_retrain_model
     from famr_cli.prepared import prepare
 
-    cfg = compose_config([f"cache_dir={cache}", "evaluate.reference=retrain", UNLEARN_THREADS, "progress=false"])
+    cfg = compose_config([f"cache_dir={cache}", "evaluate.reference=retrain", "progress=false"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a plain `pytest` runs with every core's threads
     try:
