@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UNLEARN_THREADS, run_cli
+from conftest import NO_ROBUSTNESS, UNLEARN_THREADS, run_cli
 
 METHODS = ["famr", "retrain", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "ssd", "scrub"]
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def method_sweep(tmp_path_factory, quickstart_cache):
         "-m",
         f"method={','.join(METHODS)}",
         "evaluate.reference=retrain",
-        "evaluate.robustness.enabled=false",
+        NO_ROBUSTNESS,
         UNLEARN_THREADS,
         f"hydra.sweep.dir={sweep}",
     ]

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import UNLEARN_THREADS, read_results, run_cli
+from conftest import NO_ROBUSTNESS, UNLEARN_THREADS, read_results, run_cli
 from famr_cli.results import summary_table
 
 
@@ -27,7 +27,7 @@ def reference_runs(tmp_path_factory, quickstart_runs, quickstart_cache):
         "class1": [*short, "forget.classes=[1]"],
     }.items():
         # The robustness checks beside Retrain are tested in tests/test_robustness.py.
-        proc = run_cli([*args, "evaluate.robustness.enabled=false", UNLEARN_THREADS, f"hydra.run.dir={tmp / name}"], cwd=tmp)
+        proc = run_cli([*args, NO_ROBUSTNESS, UNLEARN_THREADS, f"hydra.run.dir={tmp / name}"], cwd=tmp)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = (proc, read_results(tmp / name))
     yield runs

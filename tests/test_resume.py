@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import compose_config, read_results, run_cli, start_cli
+from conftest import NO_ROBUSTNESS, compose_config, read_results, run_cli, start_cli
 from famr_cli.cache import sha256_file
 from famr_cli.errors import DivergedError
 from famr_cli.logger import ExperimentLogger
@@ -24,7 +24,7 @@ from famr_cli.train.loop import run_loop
 # Long enough (1-2 s per digits epoch on 2 cores) to be killed mid-training after KILL_AFTER_EPOCH,
 # with epochs still to run, and short enough to pay four times.
 TRAIN_EPOCHS = 7
-RUN_ARGS = [f"train.epochs={TRAIN_EPOCHS}", "method.epochs=2", "evaluate.reference=none", "evaluate.robustness.enabled=false"]
+RUN_ARGS = [f"train.epochs={TRAIN_EPOCHS}", "method.epochs=2", "evaluate.reference=none", NO_ROBUSTNESS]
 KILL_AFTER_EPOCH = 3
 
 
