@@ -85,6 +85,15 @@ def test_an_unknown_method_and_retrain_are_refused_with_the_fix():
         api.unlearn(_tiny_model(), _tiny_data(), method="retrain")
 
 
+def test_a_named_variant_of_famr_runs_with_its_own_values():
+    method = api.build_method("famr_entropy", lam=3.0)
+    assert (type(method).__name__, method.settings.loss, method.settings.lam) == ("FAMR", "entropy", 3.0)
+    assert api.build_method("famr").settings.loss == "kl_uniform"
+    # FAMR+KD reads a retained buffer, so it asks for retained data like the retain-based baselines.
+    with pytest.raises(FamrError, match="pass retain="):
+        api.unlearn(_tiny_model(), _tiny_data(retain=False), method="famr_retain_kd", epochs=1)
+
+
 def test_a_method_that_trains_on_retained_data_asks_for_it_and_famr_does_not():
     with pytest.raises(FamrError, match="pass retain="):
         api.unlearn(_tiny_model(), _tiny_data(retain=False), method="finetune")

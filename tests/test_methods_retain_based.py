@@ -57,9 +57,9 @@ def _ctx(data, split, seed: int = 0) -> UnlearnContext:
 COMMON = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="constant", epochs=3, batch_size=16)
 CONFIGS = {
     "finetune": (Finetune, dict(name="finetune", augment=False, **COMMON)),
-    "grad_ascent": (GradAscent, dict(name="grad_ascent", bn="eval", **{**COMMON, "lr": 1e-3, "weight_decay": 0.0})),
-    "random_label": (RandomLabel, dict(name="random_label", augment=False, **COMMON)),
-    "l1_sparse": (L1Sparse, dict(name="l1_sparse", alpha=5e-4, augment=False, **COMMON)),
+    "grad_ascent": (GradAscent, dict(name="grad_ascent", bn="eval", augment=False, **{**COMMON, "lr": 1e-3, "weight_decay": 0.0})),
+    "random_label": (RandomLabel, dict(name="random_label", augment=False, relabel="per_batch", passes="sequential", **COMMON)),
+    "l1_sparse": (L1Sparse, dict(name="l1_sparse", alpha=5e-4, augment=False, alpha_schedule="per_epoch", **COMMON)),
 }
 
 
@@ -225,7 +225,7 @@ def test_l1_sparse_applies_the_schedule_step_by_step(monkeypatch):
     seen = []
     monkeypatch.setattr(l1, "add_l1_grad_", lambda params, alpha: seen.append(alpha))
     data, split, model = _tiny_problem()
-    report = _method("l1_sparse", alpha=0.2, epochs=4).unlearn(model, _ctx(data, split))
+    report = _method("l1_sparse", alpha=0.2, epochs=4, alpha_schedule="per_step").unlearn(model, _ctx(data, split))
     total = report.certificate["steps"]
     assert total == 4 * 4  # 60 retained rows in batches of 16
     assert seen == pytest.approx([0.2 * (1 - t / total) for t in range(total)])

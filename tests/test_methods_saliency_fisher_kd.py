@@ -30,9 +30,19 @@ def _ctx(data, split):
 
 
 SALUN = dict(
-    name="salun", mask_ratio=0.3, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=3, batch_size=16, augment=False
+    name="salun",
+    mask_ratio=0.3,
+    optimizer="sgd",
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    epochs=3,
+    batch_size=16,
+    augment=False,
+    relabel="per_batch",
+    passes="sequential",
 )
-SSD_CFG = {"name": "ssd", "alpha": 1.0, "lambda": 1.0, "fisher_batch_size": 8}
+SSD_CFG = {"name": "ssd", "alpha": 1.0, "lambda": 1.0, "fisher_batch_size": 8, "fisher_order": "dataset"}
 SCRUB_CFG = dict(
     name="scrub",
     alpha=0.001,
@@ -47,6 +57,8 @@ SCRUB_CFG = dict(
     batch_size=16,
     forget_batch_size=8,
     augment=False,
+    lr_decay_epochs=[],
+    lr_decay_rate=0.1,
 )
 
 

@@ -232,7 +232,20 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
 
 def test_profiles_as_specified():
     paper, cpu, smoke = PROFILES["paper"], PROFILES["cpu"], PROFILES["smoke"]
-    methods = ("retrain", "famr", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "ssd", "scrub")
+    methods = (
+        "retrain",
+        "famr",
+        "famr_entropy",
+        "famr_head",
+        "famr_retain_kd",
+        "finetune",
+        "grad_ascent",
+        "random_label",
+        "l1_sparse",
+        "salun",
+        "ssd",
+        "scrub",
+    )
     assert paper.experiments == ("cifar10_resnet18", "cifar10_vit", "imagenet100_resnet18") and paper.methods == methods
     assert paper.seeds == (0, 1, 2) and paper.seed_overrides(paper.seeds) == ["seed=0,1,2"]
     assert cpu.experiments == ("cifar10_cpu",) and cpu.methods == methods
@@ -306,7 +319,8 @@ def test_dry_run_prints_the_commands(tmp_path):
     commands = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
     assert len(commands) == 3
     assert commands[0].endswith(
-        "famr-run -m experiment=cifar10_cpu method=retrain,famr,finetune,grad_ascent,random_label,l1_sparse,salun,ssd,scrub "
+        "famr-run -m experiment=cifar10_cpu "
+        "method=retrain,famr,famr_entropy,famr_head,famr_retain_kd,finetune,grad_ascent,random_label,l1_sparse,salun,ssd,scrub "
         f"seed=0,1 train.seed=0 dataset.root={tmp_path} progress=false hydra.sweep.dir={tmp_path}/runs/cpu/cifar10_cpu/methods"
     )
     assert "salun,ssd,scrub forget=sample forget.fraction=0.1 seed=0,1" in commands[1] and commands[1].endswith("/methods_sample")

@@ -12,14 +12,14 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import cli_env, forked_famr_run, use_cli_env
+from conftest import cli_env, compose_config, forked_famr_run, use_cli_env
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune import cli as tune_cli
 from famr_cli.tune import report
-from famr_cli.tune.space import SPACES_DIR, Param, declared_space, tunable_methods
+from famr_cli.tune.space import SPACES_DIR, Param, declared_forget_sets, declared_space, draw, tunable_methods
 from famr_cli.tune.study import FAILED, OK, REJECTED, already_tried, distinct_settings, finish_trial, open_study, spent_trials
-from famr_cli.tune.sweeper import trial_outcome, trial_record
+from famr_cli.tune.sweeper import combined_outcome, settings_from, trial_outcome, trial_record
 from famr_cli.tune.tuned_file import write_tuned_file
 
 FAMR_TUNE = str(Path(sys.executable).with_name("famr-tune"))
@@ -29,11 +29,40 @@ SPACE_FILES = sorted(SPACES_DIR.glob("*.yaml"))
 @pytest.mark.parametrize("path", SPACE_FILES, ids=[p.stem for p in SPACE_FILES])
 def test_every_declared_space_names_real_keys_of_its_method_with_one_to_three_parameters(path):
     for method in yaml.safe_load(path.read_text()):
-        shipped = yaml.safe_load((Path(CONFIG_DIR) / "method" / f"{method}.yaml").read_text())
+        shipped = compose_config([f"method={method}"]).method  # a named variant's keys are its base method's
         space = declared_space(path.stem, method)
         assert 1 <= len(space) <= 3, method
         for param in space:
             assert param.key.startswith("method.") and param.key.removeprefix("method.") in shipped, (method, param.key)
+
+
+@pytest.mark.parametrize("path", SPACE_FILES, ids=[p.stem for p in SPACE_FILES])
+def test_every_space_holds_its_methods_published_setting(path):
+    """A search that cannot reach the official recipe cannot show the recipe was given its chance."""
+    for method in yaml.safe_load(path.read_text()):
+        published = compose_config([f"method={method}"]).method
+        drawn = {}
+        for param in declared_space(path.stem, method):
+            value = drawn[param.key] = published[param.key.removeprefix("method.")]
+            if param.key == "method.epochs" and path.stem == "quickstart":
+                continue  # digits runs an order of magnitude more epochs than the published CIFAR recipes
+            if method.startswith("famr"):
+                continue  # FAMR's values are our own starting points, not a published recipe
+            assert param.contains(value) and value <= param.upper(drawn), (method, param.key, value)
+
+
+def test_scrub_draws_max_steps_below_its_epochs_so_no_trial_repeats_another():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    space = declared_space("cifar10_cpu", "scrub")
+    for _ in range(30):
+        trial = study.ask()
+        values = draw(space, trial)
+        study.tell(trial, values["method.lr"])
+        assert 1 <= values["method.max_steps"] < values["method.epochs"], values
+    with pytest.raises(FamrError, match="bounds integers only"):
+        Param.parse("method.lr", {"low": 1, "high": 2, "below": "method.epochs"})
 
 
 def test_every_method_but_retrain_has_a_declared_space():
@@ -62,6 +91,29 @@ def test_the_collapse_guard_and_failures_reject_a_trial():
     assert trial_outcome(_results(85.0, status="diverged"), "gaps.avg_gap", 10.0)[0] == FAILED
     assert trial_outcome(_results(85.0, gap=None), "gaps.avg_gap", 10.0)[:2] == (FAILED, math.inf)
     assert trial_outcome(None, "gaps.avg_gap", 10.0)[0] == FAILED
+
+
+def test_a_trial_scores_the_mean_of_its_forget_sets_and_the_guard_holds_on_each():
+    sets = ["forget.classes=[3]", "forget.classes=[8]"]
+    ok = [trial_outcome(_results(85.0, gap=2.0), "gaps.avg_gap", 10.0), trial_outcome(_results(88.0, gap=4.0), "gaps.avg_gap", 10.0)]
+    assert combined_outcome(ok, sets) == (OK, 3.0, "")
+    # One forget set collapsing rejects the trial, however good the other: the values must hold for the task.
+    one_bad = [ok[0], trial_outcome(_results(70.0, gap=0.5), "gaps.avg_gap", 10.0)]
+    state, value, reason = combined_outcome(one_bad, sets)
+    assert (state, value) == (REJECTED, 1.25) and reason.startswith("forget.classes=[8]: retained accuracy fell 20.00")
+    failed = [ok[0], trial_outcome(None, "gaps.avg_gap", 10.0)]
+    assert combined_outcome(failed, sets)[:2] == (FAILED, math.inf)
+
+
+def test_the_declared_forget_sets_never_include_what_the_tables_report():
+    for experiment in ("quickstart", "cifar10_cpu"):
+        classes = declared_forget_sets(experiment, "class")
+        samples = declared_forget_sets(experiment, "sample")
+        assert len(classes) >= 2 and len(samples) >= 2
+        assert "forget.classes=[0]" not in classes  # the class tables forget class 0
+        assert not {"forget.seed=0", "forget.seed=1"} & set(samples)  # the 10 % tables draw with seeds 0 and 1
+    with pytest.raises(FamrError, match="list of override strings"):
+        settings_from({"forget_sets": "forget.classes=[3]"})
 
 
 def test_a_resumed_study_keeps_finished_trials_and_retries_the_interrupted_one(tmp_path):
@@ -109,15 +161,16 @@ def test_a_setting_run_twice_counts_once_in_the_trials_and_the_report(tmp_path):
     assert row[4] == "0.50" and row[5] == "lr=0.3000"
 
 
-def test_the_tuned_file_keeps_unsearched_keys_and_names_its_search(tmp_path):
+def test_the_tuned_file_holds_only_what_the_search_chose_and_names_its_search(tmp_path):
     path = tmp_path / "famr.yaml"
-    path.write_text("lam: 0.1\ntrainable: [layer4, fc]\ntuned_by:\n  protocol: old\n")
+    path.write_text("lam: 0.1\nloss: entropy\ntrainable: [layer4, fc]\ntuned_by:\n  protocol: old\n")
     provenance = {"search": "2 trials", "trials": 2, "accepted": 2, "budget_s": 10, "selection": "val", "study": "x", "commit": "abc"}
     write_tuned_file(
         path, experiment="e", forget="class", best_params={"method.lam": 3.0}, provenance=provenance, objective="gaps.avg_gap", guard=10
     )
     written = yaml.safe_load(path.read_text())
-    assert written["lam"] == 3.0 and written["trainable"] == ["layer4", "fc"]
+    # Nothing of the earlier file is carried over: every other key is the method's own default.
+    assert set(written) == {"lam", "tuned_by"} and written["lam"] == 3.0
     assert written["tuned_by"]["protocol"] == "famr-tune" and written["tuned_by"]["trials"] == 2 and written["tuned_by"]["commit"] == "abc"
     assert path.read_text().startswith("# Values for experiment=e forget=class")
 
@@ -166,6 +219,13 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
         assert [t["number"] for t in trials] == [0, 1]
         assert all(t["eval_split"] == "val" and t["wall_s"] > 0 and set(t["params"]) for t in trials)
         assert all(t["state"] != OK or math.isfinite(t["objective"]) for t in trials)
+        # Every trial ran on the declared forget sets, and its objective is their mean.
+        for t in trials:
+            sets = t["forget_sets"]
+            assert [s["forget_set"] for s in sets] == ["forget.classes=[3]", "forget.classes=[8]"]
+            assert all(s["eval_split"] == "val" for s in sets)
+            if t["state"] == OK:
+                assert t["objective"] == pytest.approx(sum(s["objective"] for s in sets) / 2)
     assert "famr " in proc.stdout and "ssd " in proc.stdout and "2 trials" in proc.stdout
     # A larger budget later runs only the missing trial; the same budget again runs none (SSD's study:
     # its trials take a second, FAMR's up to 16 s). Those two calls run famr-tune in this process (the

@@ -146,12 +146,22 @@ class Unlearned:
     certificate: dict[str, Any]
 
 
+def _shipped_method(option: str) -> DictConfig:
+    """``conf/method/<option>.yaml`` composed as Hydra composes it: a named variant (``famr_entropy``) over
+    the files its ``defaults`` list names."""
+    path = CONFIG_DIR / "method" / f"{option}.yaml"
+    if not path.is_file():
+        METHODS.get(option)  # the registry's sentence for an unknown method
+    own = OmegaConf.load(path)
+    bases = [b for b in own.pop("defaults", []) if b != "_self_"]
+    return OmegaConf.merge(*(_shipped_method(str(b)) for b in bases), own)
+
+
 def method_config(method: str, **options: Any) -> DictConfig:
-    """The shipped ``conf/method/<method>.yaml`` with ``options`` set over it; an unknown method or key
-    fails with the sentence ``famr-run`` gives."""
-    METHODS.get(method)
-    cfg = OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml")
-    cfg = OmegaConf.merge(cfg, options)
+    """The shipped ``conf/method/<method>.yaml`` (a named variant included) with ``options`` set over it;
+    an unknown method or key fails with the sentence ``famr-run`` gives."""
+    cfg = OmegaConf.merge(_shipped_method(method), options)
+    METHODS.get(cfg.name)
     check_known_keys(OmegaConf.create({"method": cfg}))
     return cfg
 
@@ -162,7 +172,8 @@ def build_method(method: str, **options: Any) -> UnlearningMethod:
         raise FamrError(
             "method 'retrain' trains with famr's own recipe; train your reference yourself and pass it as evaluate(reference=...)."
         )
-    return METHODS.get(method)(method_config(method, **options))
+    cfg = method_config(method, **options)
+    return METHODS.get(cfg.name)(cfg)
 
 
 def eval_settings(*, batch_size: int = 1024, seed: int = 0, mia: bool = True) -> EvalSettings:

@@ -21,6 +21,7 @@ from famr_cli.host import available_cores
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment, train_models_only
 from famr_cli.results import finished_results, summary_table, write_results
+from famr_cli.results_document import method_row_name
 from famr_cli.runtime import keep_freed_memory, limit_threads, resolve_device, set_deterministic, skip_collection_at_exit, threads_per_job
 from famr_cli.sweep import callback as sweep_callback
 from famr_cli.sweep.callback import sweep_group
@@ -84,7 +85,7 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
         exit_code = EXIT_DIVERGED if diverged else EXIT_BAD_INPUT
         log.error("%s", err)
         status = "diverged" if diverged else "failed"
-        write_results(run_dir, {"status": status, "method": cfg.method.name, "error": str(err), "exit_code": exit_code})
+        write_results(run_dir, {"status": status, "method": method_row_name(cfg.method), "error": str(err), "exit_code": exit_code})
     except (KeyboardInterrupt, RunInterrupted) as err:
         signum = err.signum if isinstance(err, RunInterrupted) else signal.SIGINT
         exit_code = EXIT_INTERRUPTED[signum]
@@ -93,11 +94,11 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
             "from its last saved epoch, so run the same command again to continue."
         )
         log.error("%s", message)
-        write_results(run_dir, {"status": "interrupted", "method": cfg.method.name, "error": message, "exit_code": exit_code})
+        write_results(run_dir, {"status": "interrupted", "method": method_row_name(cfg.method), "error": message, "exit_code": exit_code})
     except Exception as err:
         exit_code = EXIT_FAILED
         error = f"{type(err).__name__}: {err}"
-        write_results(run_dir, {"status": "failed", "method": cfg.method.name, "error": error, "exit_code": exit_code})
+        write_results(run_dir, {"status": "failed", "method": method_row_name(cfg.method), "error": error, "exit_code": exit_code})
         if not _in_multirun():
             raise
         # One broken job must not cost the rest of an overnight sweep: keep its traceback in its log, go on.

@@ -55,10 +55,15 @@ def timing_section(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def method_row_name(method: DictConfig) -> str:
+    """What results.json's ``method`` says: a named variant's name (``famr_entropy``), else the method's."""
+    return str(method.get("variant") or method.name)
+
+
 def results_document(cfg: DictConfig, p: Prepared, record: RunRecord) -> dict[str, Any]:
     return {
         "status": "ok",
-        "method": cfg.method.name,
+        "method": method_row_name(cfg.method),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "dataset": {
             "name": cfg.dataset.name,

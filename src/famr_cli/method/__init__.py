@@ -93,7 +93,8 @@ class MethodSettings:
     ``conf/method/<name>.yaml``.
 
     The fields have no defaults because the YAML holds them, and two copies of a default drift apart.
-    Keys that are provenance, not options (``name``, ``tuned_by``), have no field and are ignored.
+    Keys that are provenance or naming, not options (``name``, ``tuned_by``, a named variant's ``variant``),
+    have no field and are ignored.
     """
 
     # Config keys that cannot be field names (``lambda`` is a Python keyword): field name -> key.

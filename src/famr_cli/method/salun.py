@@ -2,19 +2,43 @@
 
 Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency", ICLR 2024.
 
-1. Saliency: g = d/dtheta of the cross-entropy on D_f (summed over D_f's batches, model in eval
-   mode); the mask keeps the ``mask_ratio`` fraction of entries with the largest |g| over the whole
-   model (one global threshold), 0 elsewhere.
-2. Unlearning: D_f with random wrong labels plus D_r with true labels, shuffled together, trained
-   with cross-entropy; every gradient is multiplied by the mask before the step, so weights outside
-   the mask never move.
+1. Saliency: g = sum over D_f's batches of the gradient of the batch-mean cross-entropy (true
+   labels, model in eval mode, D_f augmented with the training augmentation when ``augment`` is
+   true); the mask keeps the ``mask_ratio`` fraction of entries with the largest |g| over all
+   trainable parameters (one global threshold), 0 elsewhere.
+2. Unlearning: random labelling (RL) under the mask, with random_label's core and options
+   (:func:`famr_cli.method.shared.random_label_batches`): by default each epoch one pass over D_f
+   with labels redrawn per batch from all K classes (``relabel=per_batch``), then one pass over D_r
+   with true labels (``passes=sequential``), BatchNorm in train mode, constant lr.
+   ``relabel=fixed_wrong passes=mixed`` is famr's earlier behaviour (one wrong label per forget
+   sample for the run, D_f and D_r shuffled together).
+3. Masked-out weights never move. famr adds the weight decay to the gradient, multiplies the
+   gradient by the mask and gives the optimizer no decay of its own, so a masked-out entry's gradient
+   is exactly 0, its momentum stays 0 and it keeps its original value bit for bit. The official code
+   at a6e89fd masks the gradient, lets SGD apply its weight decay and momentum, then resets the
+   masked-out entries to their value at the start of the epoch and zeroes their momentum. With SGD
+   (the official optimizer) the two are equivalent: masked-out entries stay at their original values
+   with zero momentum, and the kept entries receive gradient + weight_decay * theta in both. (Before
+   a6e89fd, i.e. in the code of the paper's time, only the gradient was masked, so weight decay and
+   momentum did move masked-out weights.) With ``optimizer=adamw`` famr applies the decay as this L2
+   term, not decoupled.
 
-Checked against the official code, github.com/OPTML-Group/Unlearn-Saliency (``Classification/generate_mask.py``,
-``Classification/unlearn/RL.py``): same saliency (|sum of D_f gradients|, eval mode, one global
-threshold) and masked updates (masked-out weights and their momentum untouched, as in their fix of
-Feb 2026). Differences (ours): their RL runs a forget pass then a retain pass per epoch with labels
-redrawn per batch from all K classes; ours shuffles D_f and D_r together with fixed wrong labels. The
-repo's only CIFAR-10 example is random 10 % forgetting (10 epochs, lr 0.013, mask 0.5).
+Checked against github.com/OPTML-Group/Unlearn-Saliency at commit a6e89fd
+(``Classification/generate_mask.py``, ``Classification/unlearn/RL.py``, ``Classification/unlearn/impl.py``,
+``Classification/arg_parser.py``, and the README's CIFAR-10 example: random 10 % forgetting, mask
+0.5, lr 0.013, 10 epochs; SGD, momentum 0.9, weight decay 5e-4 and batch 256 are the defaults it
+keeps). What still differs from the official code with the defaults:
+
+- The mask keeps round(mask_ratio * N) entries (at least one; ties broken by ``topk``); the official
+  code keeps int(ratio * N) entries by rank (argsort order breaks ties) and saves masks only for the
+  ratios 0.1, 0.2, ..., 1.0.
+- The saliency pass runs inside the method, on unshuffled D_f batches of ``batch_size``; the official
+  mask is made beforehand by a separate script over a shuffled forget loader (batch 256). The sum is
+  the same up to rounding; the augmentation draws differ.
+- Everything random_label's docstring lists for RL: famr's own seeded random streams (labels drawn
+  from (seed, step)), the experiment's augmentation, one recipe for all datasets (the official
+  CIFAR-100/TinyImageNet branch redraws D_f's labels once per epoch and shuffles D_f and D_r
+  together), no lr warm-up, the logged loss averaging both passes, and famr's ``precision``.
 """
 
 from __future__ import annotations
@@ -29,18 +53,30 @@ import torch.nn.functional as F
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import TrainingSettings, cross_entropy, random_wrong_labels, trainable_parameters, training_options
+from famr_cli.method.shared import (
+    TrainingSettings,
+    cross_entropy,
+    random_label_batches,
+    relabel_options,
+    trainable_parameters,
+    training_options,
+)
 from famr_cli.train.loop import LoopHooks, run_loop
 from famr_cli.train.optim import build_optimizer
 
 
-def forget_gradients(model: nn.Module, ctx: UnlearnContext, params: list[nn.Parameter], batch_size: int) -> list[torch.Tensor]:
-    """Sum over D_f's batches of d CE / d theta, with the model in eval mode (SalUn's saliency)."""
+def forget_gradients(
+    model: nn.Module, ctx: UnlearnContext, params: list[nn.Parameter], batch_size: int, *, augment: bool = False
+) -> list[torch.Tensor]:
+    """Sum over D_f's batches of d CE / d theta, with the model in eval mode (SalUn's saliency).
+
+    ``augment`` applies the training recipe's augmentation to D_f, as the official mask script does.
+    """
     was_training = model.training
     model.eval()
     grads = [torch.zeros_like(p) for p in params]
     try:
-        for x, y in ctx.batches(ctx.split.forget_train, batch_size, shuffle=False):
+        for x, y in ctx.batches(ctx.split.forget_train, batch_size, shuffle=False, augment=augment):
             with torch.autocast(x.device.type, dtype=ctx.autocast or torch.bfloat16, enabled=ctx.autocast is not None):
                 loss = F.cross_entropy(model(x).float(), y)
             batch_grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -67,12 +103,14 @@ def saliency_mask(grads: list[torch.Tensor], ratio: float) -> list[torch.Tensor]
 class SalUnSettings(TrainingSettings):
     mask_ratio: float
     augment: bool
+    relabel: str
+    passes: str
 
     @classmethod
     def parse(cls, c: dict[str, Any]) -> SalUnSettings:
         if not 0 < (mask_ratio := number(c["mask_ratio"], "method.mask_ratio", 0.5)) <= 1:
             raise FamrError(f"method.mask_ratio must be in (0, 1] (got {c['mask_ratio']}); try method.mask_ratio=0.5.")
-        return cls(mask_ratio=mask_ratio, **training_options(c, suggested_lr=0.013))
+        return cls(mask_ratio=mask_ratio, **training_options(c, suggested_lr=0.013), **relabel_options(c))
 
 
 @METHODS.register("salun")
@@ -80,15 +118,14 @@ class SalUn(UnlearningMethod[SalUnSettings]):
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
         params = trainable_parameters(model)
-        masks = saliency_mask(forget_gradients(model, ctx, params, s.batch_size), s.mask_ratio)
+        masks = saliency_mask(forget_gradients(model, ctx, params, s.batch_size, augment=s.augment), s.mask_ratio)
         kept = float(sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks))
 
-        split = ctx.split
-        labels = random_wrong_labels(ctx.data.y_train, split.forget_train, ctx.data.num_classes, ctx.seed)
-        batches = ctx.batches(torch.cat([split.forget_train, split.retain_train]), s.batch_size, augment=s.augment, labels=labels)
+        batches = random_label_batches(ctx, relabel=s.relabel, passes=s.passes, batch_size=s.batch_size, augment=s.augment, method="salun")
         wd = s.weight_decay
         # Decay goes through the masked gradient instead of the optimizer: the optimizer's own decay
-        # would shrink weights outside the mask, which SalUn means to keep fixed.
+        # would shrink weights outside the mask, which SalUn keeps fixed (the official code resets
+        # them after each step instead, which is equivalent for SGD: see the module docstring).
         optimizer = build_optimizer(params, s.optimizer, s.lr, key="method", momentum=s.momentum, weight_decay=0.0)
 
         def mask_grads() -> None:

@@ -1,17 +1,19 @@
 """What two or more methods share; registers no method, so no method module imports another.
 
 The optimizer options and their checks (:class:`TrainingSettings`, :func:`training_options`), the
-BatchNorm mode, the cross-entropy objective, random wrong labels (random_label and salun) and
-:func:`train_with_ce`, which sets up batches, optimizer and schedule around the one training loop
-for the retain-based baselines and gradient ascent.
+BatchNorm mode, the cross-entropy objective, the random-label core of random_label and salun
+(:func:`relabel_options`, :func:`random_label_batches`: how D_f is relabelled and in which order D_f
+and D_r are passed) and :func:`train_with_ce` / :func:`train_on_batches`, which set up optimizer and
+schedule around the one training loop for the retain-based baselines and gradient ascent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,6 +25,14 @@ from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
 from famr_cli.train.optim import build_optimizer, build_schedule, optimizer_name, schedule_name
 
 BN_MODES = ("eval", "train")
+# How random_label and salun relabel D_f: fresh labels from all K classes for every batch (the
+# official CIFAR-10 recipe), or one wrong label per sample fixed for the run (famr's earlier default).
+RELABEL_MODES = ("per_batch", "fixed_wrong")
+# How they pass over the data each epoch: all of D_f then all of D_r (the official CIFAR-10 recipe),
+# or D_f and D_r shuffled together into one set (famr's earlier default).
+PASS_MODES = ("sequential", "mixed")
+# The label of a forget row whose label is drawn afresh for each batch (no class is negative).
+FRESH_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,21 @@ def bn_option(value: Any) -> str:
     if value not in BN_MODES:
         raise FamrError(f"method.bn must be 'eval' (freeze BatchNorm statistics) or 'train' (got '{value}').")
     return str(value)
+
+
+def relabel_options(c: Mapping[str, Any]) -> dict[str, str]:
+    """random_label's and salun's ``relabel`` and ``passes`` of ``c``, checked in this order."""
+    if c["relabel"] not in RELABEL_MODES:
+        raise FamrError(
+            f"method.relabel must be 'per_batch' (fresh labels from all classes for every D_f batch) or 'fixed_wrong' "
+            f"(one wrong label per forget sample for the whole run) (got '{c['relabel']}'); use method.relabel=per_batch."
+        )
+    if c["passes"] not in PASS_MODES:
+        raise FamrError(
+            f"method.passes must be 'sequential' (all of D_f, then all of D_r, each epoch) or 'mixed' "
+            f"(D_f and D_r shuffled together) (got '{c['passes']}'); use method.passes=sequential."
+        )
+    return {"relabel": str(c["relabel"]), "passes": str(c["passes"])}
 
 
 def training_options(c: Mapping[str, Any], *, suggested_lr: float) -> dict[str, Any]:
@@ -131,22 +156,106 @@ def bn_mode(bn: str) -> Callable[[nn.Module], None]:
     return set_mode
 
 
-def random_wrong_labels(y_train: torch.Tensor, forget: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+def mixed_seed(*values: int) -> int:
+    """A well-mixed 63-bit seed from integers (e.g. the run's seed, a purpose tag and a step)."""
+    return int(np.random.SeedSequence([v % 2**63 for v in values]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# Purpose tags mixed into the run's seed, so each random stream below is independent of the others.
+_LABEL_STREAM = 0x5245_4C42  # per-batch random labels
+_RETAIN_STREAM = 0x5245_5441  # the order and augmentation of the retain pass
+
+
+def batch_random_labels(n: int, num_classes: int, seed: int, step: int) -> torch.Tensor:
+    """``n`` labels drawn uniformly from all ``num_classes`` classes (a sample's own class included),
+    a pure function of (``seed``, ``step``): the same run redraws the same labels, on any device."""
+    generator = torch.Generator().manual_seed(mixed_seed(seed, _LABEL_STREAM, step))
+    return torch.randint(0, num_classes, (n,), generator=generator)
+
+
+def _need_two_classes(num_classes: int, method: str) -> None:
+    if num_classes < 2:
+        raise FamrError(
+            f"method={method} needs at least two classes to give the forget set random labels (got {num_classes}); use another method."
+        )
+
+
+def random_wrong_labels(
+    y_train: torch.Tensor, forget: torch.Tensor, num_classes: int, seed: int, *, method: str = "random_label"
+) -> torch.Tensor:
     """A copy of ``y_train`` whose ``forget`` rows hold a label drawn uniformly from the other classes.
 
     Adding an offset in [1, K-1] modulo K maps each true label onto every other class with equal
-    probability and never onto itself.
+    probability and never onto itself. This is ``relabel=fixed_wrong``: drawn once, kept for the run.
     """
-    if num_classes < 2:
-        raise FamrError(
-            f"method=random_label needs at least two classes to draw a wrong label from (got {num_classes}); use another method."
-        )
+    _need_two_classes(num_classes, method)
     generator = torch.Generator().manual_seed(seed)
     forget = forget.cpu()
     offsets = torch.randint(1, num_classes, (len(forget),), generator=generator)
     labels = y_train.clone()
     labels[forget] = ((y_train[forget].cpu() + offsets) % num_classes).to(labels.dtype).to(labels.device)
     return labels
+
+
+class _Batches(Sized, Protocol):
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class RandomLabelBatches:
+    """Each epoch, the passes' batches in turn; in a pass marked for it, rows labelled
+    :data:`FRESH_LABEL` get labels drawn for that batch by :func:`batch_random_labels`.
+
+    Re-iterable like the batches it chains (one iteration = one epoch); ``step`` counts the batches
+    yielded so far in the run, i.e. the 0-based optimizer step that the next batch feeds.
+    """
+
+    def __init__(self, passes: list[tuple[_Batches, bool]], num_classes: int, seed: int):
+        self.passes = passes
+        self.num_classes = num_classes
+        self.seed = seed
+        self.step = 0
+
+    def __len__(self) -> int:
+        return sum(len(batches) for batches, _ in self.passes)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batches, fresh in self.passes:
+            for x, y in batches:
+                if fresh:
+                    drawn = batch_random_labels(len(y), self.num_classes, self.seed, self.step).to(y.device, y.dtype)
+                    y = torch.where(y == FRESH_LABEL, drawn, y)
+                self.step += 1
+                yield x, y
+
+
+def random_label_batches(
+    ctx: UnlearnContext, *, relabel: str, passes: str, batch_size: int, augment: bool, method: str
+) -> RandomLabelBatches:
+    """The batches of random-label unlearning (random_label, and salun under its mask): D_f with random
+    labels and D_r with its true labels, augmented when ``augment``.
+
+    ``relabel``: 'per_batch' draws every D_f batch's labels afresh from all K classes, from
+    (ctx.seed, step); 'fixed_wrong' gives each forget sample one wrong label for the whole run
+    (:func:`random_wrong_labels`). ``passes``: 'sequential' runs one pass over D_f, then one over D_r,
+    each epoch (the retain pass shuffled and augmented from its own seed); 'mixed' shuffles D_f and
+    D_r together into one set, whose batches hold rows of both.
+    """
+    split, num_classes = ctx.split, ctx.data.num_classes
+    _need_two_classes(num_classes, method)
+    forget, retain = split.forget_train, split.retain_train
+    if relabel == "fixed_wrong":
+        labels = random_wrong_labels(ctx.data.y_train, forget, num_classes, ctx.seed, method=method)
+    else:
+        labels = ctx.data.y_train.to(torch.long, copy=True)
+        labels[forget.to(labels.device)] = FRESH_LABEL
+    fresh = relabel == "per_batch"
+    if passes == "mixed":
+        both = ctx.batches(torch.cat([forget, retain]), batch_size, augment=augment, labels=labels)
+        return RandomLabelBatches([(both, fresh)], num_classes, ctx.seed)
+    retain_ctx = replace(ctx, seed=mixed_seed(ctx.seed, _RETAIN_STREAM))
+    forget_pass = ctx.batches(forget, batch_size, augment=augment, labels=labels)
+    retain_pass = retain_ctx.batches(retain, batch_size, augment=augment)
+    return RandomLabelBatches([(forget_pass, fresh), (retain_pass, False)], num_classes, ctx.seed)
 
 
 def train_with_ce(
@@ -164,15 +273,46 @@ def train_with_ce(
     after_backward: Callable[[int, int], None] | None = None,
     epoch_metrics: Callable[[], dict[str, float]] | None = None,
 ) -> LoopResult:
-    """Train ``model`` on training rows ``indices`` with ``s``'s optimizer and schedule.
+    """Train ``model`` on training rows ``indices`` (``labels`` replacing the true ones) with ``s``'s
+    optimizer and schedule: :func:`train_on_batches` on ``ctx.batches(indices, ...)``.
 
     ``augment`` and ``bn`` are arguments, not settings, because some methods fix them (finetune always
-    updates BatchNorm statistics, gradient ascent never augments) instead of offering the option.
+    updates BatchNorm statistics) instead of offering the option.
+    """
+    batches = ctx.batches(indices, s.batch_size, augment=augment, labels=labels)
+    return train_on_batches(
+        model,
+        ctx,
+        s,
+        batches,
+        bn=bn,
+        desc=desc,
+        divergence_hint=divergence_hint,
+        objective=objective,
+        after_backward=after_backward,
+        epoch_metrics=epoch_metrics,
+    )
+
+
+def train_on_batches(
+    model: nn.Module,
+    ctx: UnlearnContext,
+    s: ScheduledSettings,
+    batches: _Batches,
+    *,
+    bn: str,
+    desc: str,
+    divergence_hint: str,
+    objective: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+    after_backward: Callable[[int, int], None] | None = None,
+    epoch_metrics: Callable[[], dict[str, float]] | None = None,
+) -> LoopResult:
+    """``s.epochs`` passes over ``batches`` with ``s``'s optimizer and schedule, BatchNorm as ``bn`` says.
+
     ``after_backward(step, total_steps)`` receives the 0-based global step about to be taken and the
     run's step count (schedules such as l1-sparse's decaying penalty need both); ``epoch_metrics``
     adds figures to each epoch's log line.
     """
-    batches = ctx.batches(indices, s.batch_size, augment=augment, labels=labels)
     optimizer = method_optimizer(model.parameters(), s)
     total_steps = s.epochs * len(batches)
     scheduler = build_schedule(optimizer, s.schedule, total_steps, key="method")

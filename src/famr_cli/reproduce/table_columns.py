@@ -82,6 +82,10 @@ ROBUSTNESS_UNITS = (
 METHOD_NAMES = {
     "retrain": "Retrain",
     "famr": "FAMR",
+    # Named variants of FAMR (ours): each its own search and row, never labelled plain FAMR.
+    "famr_entropy": "FAMR-entropy",
+    "famr_head": "FAMR-head",
+    "famr_retain_kd": "FAMR+KD",
     "finetune": "FT",
     "grad_ascent": "GA",
     "random_label": "RL",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from famr_cli.famr_definition import row_key, row_label
 from famr_cli.reproduce.table_columns import (
     DAGGER,
     LATEX_NAMES,
@@ -75,6 +76,7 @@ class Table:
     title: str = "Class forgetting"
     metrics: list[Metric] = field(default_factory=lambda: METRICS)
     units: str = UNITS
+    tuned_on: str | None = None  # the forget sets the rows' searches scored, e.g. "forget.classes=[3]; forget.classes=[8]"
 
     @property
     def jobs(self) -> int:
@@ -90,6 +92,8 @@ class Table:
         device = ", ".join(self.devices) or "unknown device"
         machine = f"{device} ({self.machine})" if self.machine else device
         parts = [f"{self.title}, {self.experiment}" + (f", forget {self.forget}" if self.forget else ""), spread, f"device: {machine}"]
+        if self.tuned_on:
+            parts.append(f"tuned values searched on other forget sets ({self.tuned_on}), never on the one reported")
         if self.failed:
             parts.append(f"{self.failed} of {self.jobs} jobs failed ({DAGGER})")
         return "; ".join(parts) + ". " + self.units
@@ -113,7 +117,11 @@ def aggregate(values: Iterable[Any]) -> Stat | None:
 
 
 def job_method(job: Job) -> str:
-    return job.overrides.get("method") or (job.results or {}).get("method") or "?"
+    """The job's row: its method, a named variant's name, or for a FAMR job that changed FAMR's definition
+    (``method.loss=entropy`` on the command line) ``famr[loss=entropy]``, never plain FAMR."""
+    name = job.overrides.get("method") or (job.results or {}).get("method") or "?"
+    method = ((job.results or {}).get("config") or {}).get("method") or {}
+    return row_key(method, name) if name == "famr" else name
 
 
 def job_seed(job: Job) -> int | None:
@@ -184,7 +192,7 @@ def build_table(
     for name in wanted:
         members = groups[name]
         ok = [j for j in members if j.ok]
-        label = labels.get(name, name)
+        label = row_label(name, labels)
         row = Row(name, label, latex_labels.get(name, latex_escape(label)), seeds=[job_seed(j) for j in ok])
         row.failures = [_failure(j) for j in members if not j.ok]
         ran = {job_seed(j) for j in members}
@@ -195,7 +203,16 @@ def build_table(
     ok_results = [j.results for j in jobs if j.ok and j.results]
     devices = sorted({str(r.get("device")) for r in ok_results if r.get("device")})
     forget = _forget_of_all(r for r in ok_results)
-    return Table(experiment, rows, planned, devices, forget, machine, kind, title, metrics or METRICS, units)
+    return Table(experiment, rows, planned, devices, forget, machine, kind, title, metrics or METRICS, units, _tuned_on(ok_results))
+
+
+def _tuned_on(results: Iterable[dict[str, Any]]) -> str | None:
+    """The forget sets the rows' tuned files were searched on, as their tuned_by blocks name them."""
+    sets: dict[str, None] = {}
+    for r in results:
+        tuned_by = ((r.get("config") or {}).get("method") or {}).get("tuned_by") or {}
+        sets.update(dict.fromkeys(str(f) for f in tuned_by.get("forget_sets") or ()))
+    return "; ".join(sets) or None
 
 
 def robustness_table(jobs: list[Job], experiment: str, *, title: str, **kwargs: Any) -> Table:

@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from famr_cli.famr_definition import row_key
 from famr_cli.sweep.jobs import load_jobs as load_sweep_jobs
 from famr_cli.sweep.summary import SUMMARY_MD, write_summary
 
@@ -101,7 +102,9 @@ def compare_table(jobs) -> str:
             continue
         unlearned = results["metrics"]["unlearned"]
         cells = [fmt(None if (v := fn(unlearned, results)) is None else float(v)) for _, fn in COMPARE]
-        lines.append("| " + " | ".join([results["method"], *cells]) + " |")
+        # A FAMR run that changed FAMR's definition says what it changed instead of "famr".
+        name = row_key((results.get("config") or {}).get("method") or {}, results["method"])
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
 
 

@@ -3,10 +3,11 @@
     famr-tune experiment=cifar10_cpu forget=class dataset.root=DATA --trials 20
     famr-tune experiment=cifar10_cpu forget=sample --methods famr,ssd --trials 20
 
-For each method it runs ``famr-run -m hydra/sweeper=optuna_gap`` with ``evaluate.split=val`` and a
+For each method it runs ``famr-run -m hydra/sweeper=optuna_gap`` with ``evaluate.split=val``, every
+trial scored on the same forget sets (``famr_cli/tune/forget_sets.yaml`` or ``--forget-sets``), and a
 journal file per study under ``--dir`` (run it again to resume: finished trials are kept, an
-interrupted one is retried), prints one line per method, and writes the best values into
-``conf/method/tuned/<experiment>/<forget>/<method>.yaml`` unless ``--no-write``.
+interrupted one is retried), prints one line per method, and writes the best values, and only
+them, into ``conf/method/tuned/<experiment>/<forget>/<method>.yaml`` unless ``--no-write``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.host import famr_run_command
-from famr_cli.tune.space import declared_space, tunable_methods
+from famr_cli.tune.space import declared_forget_sets, declared_space, tunable_methods
 from famr_cli.tune.study import OK, distinct_settings, read_trials
 from famr_cli.tune.tuned_file import current_commit, write_tuned_file
 
@@ -41,6 +42,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--max-retain-drop", type=float, default=10.0, help="reject trials whose retained accuracy falls more points")
     parser.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed")
     parser.add_argument("--no-write", action="store_true", help="search only; leave conf/method/tuned/ as it is")
+    parser.add_argument(
+        "--forget-sets",
+        default=None,
+        help="';'-separated forget sets every trial is scored on, each a space-separated override list "
+        "(default: famr_cli/tune/forget_sets.yaml; 'none': the config's own forget set alone)",
+    )
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
@@ -58,7 +65,24 @@ def resolve_target(overrides: list[str]) -> tuple[str, str, int]:
     return str(choices.get("experiment")), str(choices.get("forget")), int(cfg.dataset.get("val_per_class") or 0)
 
 
-def study_command(method: str, overrides: list[str], study_dir: Path, args: argparse.Namespace) -> list[str]:
+def forget_sets_of(args: argparse.Namespace, experiment: str, forget: str) -> list[str]:
+    """The forget sets every trial of this run is scored on ([] for the composed config's own)."""
+    if args.forget_sets is None:
+        return declared_forget_sets(experiment, forget)
+    if args.forget_sets.strip() == "none":
+        return []
+    sets = [s.strip() for s in args.forget_sets.split(";") if s.strip()]
+    if not sets:
+        raise FamrError("--forget-sets names no forget set; give e.g. 'forget.classes=[3];forget.classes=[8]', or none.")
+    return sets
+
+
+def _hydra_list(items: list[str]) -> str:
+    """A Hydra override value holding ``items`` as quoted strings."""
+    return "[" + ",".join("'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'" for item in items) + "]"
+
+
+def study_command(method: str, overrides: list[str], study_dir: Path, args: argparse.Namespace, forget_sets: list[str]) -> list[str]:
     return [
         *famr_run_command(),
         "-m",
@@ -73,6 +97,7 @@ def study_command(method: str, overrides: list[str], study_dir: Path, args: argp
         f"hydra.sweeper.max_retain_drop={args.max_retain_drop}",
         f"hydra.sweeper.storage={study_dir / 'study.journal'}",
         f"hydra.sweeper.trials_file={study_dir / 'trials.jsonl'}",
+        f"hydra.sweeper.forget_sets={_hydra_list(forget_sets)}",
         f"hydra.sweep.dir={study_dir / 'runs'}",
         "hydra.sweep.subdir=${hydra.job.num}",
     ]
@@ -98,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 "add dataset.val_per_class=N (it changes the original model, so tables must use the same value)."
             )
         methods = tunable_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-        for method in methods:
-            declared_space(experiment, method)  # an unknown method or a missing space fails before any trial
+        spaces = {method: declared_space(experiment, method) for method in methods}  # a missing space fails before any trial
+        forget_sets = forget_sets_of(args, experiment, forget)
         famr_run_command()  # so does a FAMR_RUN_COMMAND that does not split
     except FamrError as err:
         print(f"[famr-tune][ERROR] {err}", file=sys.stderr)
@@ -107,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.dir) / experiment / forget
     commit = current_commit(CONFIG_DIR)
     worst = 0
-    print(f"famr-tune: experiment={experiment} forget={forget}, {args.trials} trials per method, selection on validation")
+    scored_on = ", ".join(forget_sets) or "the config's own forget set"
+    print(
+        f"famr-tune: experiment={experiment} forget={forget}, {args.trials} trials per method, "
+        f"selection on validation, scored on {scored_on}"
+    )
     for method in methods:
         study_dir = root / method
         results_file = study_dir / "runs" / "optimization_results.yaml"
@@ -116,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             results_file.unlink(missing_ok=True)  # written anew when this study's budget is spent
             # famr-run exits non-zero when any trial failed; rejected and failed trials are part of a search,
             # so the study counts as done once its summary exists.
-            proc = subprocess.run(study_command(method, overrides, study_dir, args))
+            proc = subprocess.run(study_command(method, overrides, study_dir, args, forget_sets))
             if not results_file.is_file():
                 print(f"  {method:13s} search failed (exit {proc.returncode}); rerun to resume: {study_dir}")
                 worst = max(worst, proc.returncode or 1)
@@ -135,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         if best and not args.no_write:
             provenance = {
                 "search": f"{args.trials} Optuna TPE trials (seed {args.seed}) over {sorted(best)}",
+                "space": {p.key: p.as_dict() for p in spaces[method]},
+                "split": "val",
+                "forget_sets": forget_sets,
                 "trials": args.trials,
                 "accepted": accepted,
                 "budget_s": round(trial_s),
-                "selection": f"lowest {summary['objective']} on the validation split (dataset.val_per_class={val_per_class})",
+                "selection": (
+                    f"lowest mean {summary['objective']} over the forget sets on the validation split "
+                    f"(dataset.val_per_class={val_per_class}), retained accuracy within {args.max_retain_drop:g} points on each"
+                ),
                 "study": str(study_dir / "trials.jsonl"),
                 "commit": commit,
             }

@@ -3,7 +3,12 @@
 ``spaces/default.yaml`` holds the spaces for CIFAR-sized experiments; ``spaces/<experiment>.yaml``
 replaces a method's whole entry for that experiment (digits needs other epoch counts). Each entry
 maps an override key to ``{low, high}`` (``log: true`` for a log-uniform float, ``int: true`` for an
-integer) or to ``{choices: [...]}``.
+integer) or to ``{choices: [...]}``. An integer may be bounded by one drawn before it: ``below: method.epochs``
+caps it at that value minus one (SCRUB's max-step epochs must leave min-only epochs after them), so no
+budget goes to settings the method cannot tell apart.
+
+``forget_sets.yaml`` names the forget sets every trial is scored on (ours: at least two, none of them a
+forget set the tables report), per experiment and forget spec.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ class Param:
     log: bool = False
     integer: bool = False
     choices: tuple[Any, ...] | None = None
+    below: str | None = None  # an integer key drawn earlier: this one stays at most that value minus one
 
     @classmethod
     def parse(cls, key: str, spec: Any) -> Param:
         if not isinstance(spec, dict):
             raise FamrError(f"The search space of {key} must be a mapping such as {{low: 1e-4, high: 1e-2, log: true}} (got {spec}).")
-        unknown = set(spec) - {"low", "high", "log", "int", "choices"}
+        unknown = set(spec) - {"low", "high", "log", "int", "choices", "below"}
         if unknown:
-            raise FamrError(f"The search space of {key} has unknown fields {sorted(unknown)}; use low, high, log, int or choices.")
+            raise FamrError(f"The search space of {key} has unknown fields {sorted(unknown)}; use low, high, log, int, choices or below.")
+        if "below" in spec and not spec.get("int"):
+            raise FamrError(f"The search space of {key} sets below: {spec['below']}, which bounds integers only; add int: true.")
         if "choices" in spec:
             return cls(key, choices=tuple(spec["choices"]))
         low, high = spec.get("low"), spec.get("high")
@@ -42,15 +50,56 @@ class Param:
             raise FamrError(f"The search space of {key} needs numbers low < high (got low={low}, high={high}).")
         if spec.get("log") and low <= 0:
             raise FamrError(f"The search space of {key} is log-uniform, so low must be positive (got {low}).")
-        return cls(key, float(low), float(high), bool(spec.get("log", False)), bool(spec.get("int", False)))
+        below = spec.get("below")
+        return cls(key, float(low), float(high), bool(spec.get("log", False)), bool(spec.get("int", False)), None, below)
 
-    def suggest(self, trial) -> Any:
-        """The value an Optuna trial draws for this key."""
+    def upper(self, drawn: dict[str, Any]) -> float:
+        """This parameter's upper bound once the values ``drawn`` before it are known."""
+        if self.below is None:
+            return self.high
+        if self.below not in drawn:
+            raise FamrError(f"The search space of {self.key} is bounded below {self.below}, which must be declared before it.")
+        return min(self.high, int(drawn[self.below]) - 1)
+
+    def suggest(self, trial, drawn: dict[str, Any] | None = None) -> Any:
+        """The value an Optuna trial draws for this key (``drawn``: the values of the keys declared before it)."""
         if self.choices is not None:
             return trial.suggest_categorical(self.key, list(self.choices))
         if self.integer:
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
+            high = max(int(self.low), int(self.upper(drawn or {})))
+            return trial.suggest_int(self.key, int(self.low), high, log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this space can draw (ignoring ``below``, which depends on the draw)."""
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and int(value) != value:
+            return False
+        return self.low <= value <= self.high
+
+    def as_dict(self) -> dict[str, Any]:
+        """The declaration as written in a spaces file (what a tuned file records of its search)."""
+        if self.choices is not None:
+            return {"choices": list(self.choices)}
+        spec: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            spec["log"] = True
+        if self.integer:
+            spec.update(low=int(self.low), high=int(self.high), int=True)
+        if self.below is not None:
+            spec["below"] = self.below
+        return spec
+
+
+def draw(space: list[Param], trial) -> dict[str, Any]:
+    """One trial's values, in declaration order (a ``below`` bound reads the values drawn before it)."""
+    values: dict[str, Any] = {}
+    for param in space:
+        values[param.key] = param.suggest(trial, values)
+    return values
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -67,6 +116,18 @@ def declared_space(experiment: str, method: str) -> list[Param]:
 
 def parse_space(params: dict[str, Any]) -> list[Param]:
     return [Param.parse(str(key), spec) for key, spec in params.items()]
+
+
+def declared_forget_sets(experiment: str, forget: str) -> list[str]:
+    """The forget sets a trial is scored on: each a space-separated list of famr-run overrides."""
+    table = _read(SPACES_DIR.parent / "forget_sets.yaml")
+    sets = (table.get(experiment) or {}).get(forget) or (table.get("default") or {}).get(forget)
+    if not sets:
+        raise FamrError(
+            f"No forget sets are declared for experiment={experiment} forget={forget}; add them to "
+            "famr_cli/tune/forget_sets.yaml or pass --forget-sets."
+        )
+    return [str(s) for s in sets]
 
 
 def tunable_methods() -> list[str]:

@@ -1,9 +1,11 @@
 """The Hydra sweeper behind ``hydra/sweeper=optuna_gap``: Optuna trials run as famr-run jobs.
 
-Each trial draws values from the method's declared space (or ``params``), runs one famr-run job
-through the configured launcher, reads that job's results.json and scores it: the ``objective``
-(Avg. Gap to Retrain by default), unless the job failed or its retained accuracy fell more than
-``max_retain_drop`` points below the original's (the collapse guard), which rejects the trial.
+Each trial draws values from the method's declared space (or ``params``), runs one famr-run job per
+forget set (``forget_sets``; none: the composed config's own) through the configured launcher, reads
+each job's results.json and scores the trial by the mean ``objective`` over its forget sets (Avg. Gap
+to Retrain by default). A job that failed, or whose retained accuracy fell more than
+``max_retain_drop`` points below the original's (the collapse guard, applied to every forget set),
+fails or rejects the whole trial.
 The study lives in a journal file when ``storage`` is set, so ``n_trials`` is the study's total
 budget: a resumed search runs only the trials still missing.
 """
@@ -21,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from famr_cli.errors import FamrError
-from famr_cli.tune.space import Param, declared_space, parse_space
+from famr_cli.tune.space import Param, declared_space, draw, parse_space
 from famr_cli.tune.study import (
     FAILED,
     OK,
@@ -51,6 +53,8 @@ class SweepSettings:
     params: dict[str, Any] | None = None
     max_retain_drop: float = 10.0
     trials_file: str | None = None
+    # Each a space-separated list of famr-run overrides naming one forget set; empty: the config's own.
+    forget_sets: tuple[str, ...] = ()
 
 
 def trial_outcome(results: dict[str, Any] | None, objective: str, max_retain_drop: float) -> tuple[str, float, str]:
@@ -70,6 +74,18 @@ def trial_outcome(results: dict[str, Any] | None, objective: str, max_retain_dro
     return OK, float(value), ""
 
 
+def combined_outcome(outcomes: list[tuple[str, float, str]], labels: list[str]) -> tuple[str, float, str]:
+    """One trial's (state, objective, reason) from its forget sets' outcomes: the mean objective, failed if
+    any set failed, rejected if any set tripped the guard (the reason names which)."""
+    for state in (FAILED, REJECTED):
+        bad = [f"{label}: {reason}" for (s, _, reason), label in zip(outcomes, labels) if s == state]
+        if bad:
+            values = [v for _, v, _ in outcomes]
+            mean = sum(values) / len(values) if all(math.isfinite(v) for v in values) else math.inf
+            return state, mean, "; ".join(bad)
+    return OK, sum(v for _, v, _ in outcomes) / len(outcomes), ""
+
+
 def _portable(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it: a trials file stays valid in a copy
     of the search moved to another checkout or machine."""
@@ -80,9 +96,43 @@ def _portable(path: Path) -> str:
 
 
 def trial_record(
-    number: int, values: dict[str, Any], state: str, value: float, reason: str, results: dict | None, wall_s: float, run_dir: Path
+    number: int,
+    values: dict[str, Any],
+    state: str,
+    value: float,
+    reason: str,
+    results: dict | None,
+    wall_s: float,
+    run_dir: Path,
+    per_set: list[dict[str, Any]] | None = None,
 ):
-    """One line of the trials file: what was tried, what it scored, what it cost."""
+    """One line of the trials file: what was tried, what it scored, what it cost.
+
+    With several forget sets, ``results`` and ``run_dir`` are the first set's (the flat fields older
+    readers know), the objective and state are the trial's, and ``forget_sets`` holds every set's record.
+    """
+    record = _job_record(results, run_dir)
+    record.update(number=number, params=values, state=state, objective=value if math.isfinite(value) else None, reason=reason)
+    record["wall_s"] = wall_s
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if per_set is not None:
+        record["forget_sets"] = per_set
+    return record
+
+
+def forget_set_record(forget_set: str, outcome: tuple[str, float, str], results: dict | None, run_dir: Path) -> dict[str, Any]:
+    """What one forget set of a trial scored."""
+    state, value, reason = outcome
+    return {
+        "forget_set": forget_set,
+        "state": state,
+        "objective": value if math.isfinite(value) else None,
+        "reason": reason,
+        **_job_record(results, run_dir),
+    }
+
+
+def _job_record(results: dict | None, run_dir: Path) -> dict[str, Any]:
     metrics = (results or {}).get("metrics", {})
 
     def core(name: str) -> dict[str, Any]:
@@ -91,25 +141,19 @@ def trial_record(
         return {k: scores.get(k) for k in keys if k in scores}
 
     return {
-        "number": number,
-        "params": values,
-        "state": state,
-        "objective": value if math.isfinite(value) else None,
-        "reason": reason,
         "unlearned": core("unlearned"),
         "original": core("original"),
         "retrain": core("retrain"),
         "gaps": {k: v for k, v in ((results or {}).get("gaps") or {}).items() if isinstance(v, (int, float))},
         "unlearn_s": ((results or {}).get("timing") or {}).get("unlearn_s"),
-        "wall_s": wall_s,
         "eval_split": ((results or {}).get("dataset") or {}).get("eval_split"),
         "run_dir": _portable(run_dir),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
 def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str], launch) -> dict[str, Any]:
-    """The search itself; ``launch(overrides, job_index)`` runs one famr-run job and returns its run dir."""
+    """The search itself; ``launch(jobs, first_index)`` runs famr-run jobs (a list of override lists, one per
+    forget set, which a launcher may run side by side) and returns their run dirs in order."""
     choices = config.hydra.runtime.choices
     experiment, forget, method = (str(choices.get(k)) for k in ("experiment", "forget", "method"))
     space: list[Param] = parse_space(settings.params) if settings.params else declared_space(experiment, method)
@@ -130,10 +174,11 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
     objective = str(config.get("objective", "gaps.avg_gap"))
     from optuna.trial import TrialState
 
+    forget_sets = list(settings.forget_sets) or [""]
     replays = 0
     while spent_trials(study) < settings.n_trials:
         trial = study.ask()
-        values = {p.key: p.suggest(trial) for p in space}
+        values = draw(space, trial)
         if already_tried(study, trial.params):
             # Not run and not counted: a discrete space can run out of new points, hence the cap.
             study.tell(trial, state=TrialState.FAIL)
@@ -145,11 +190,17 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
         replays = 0
         overrides = [*arguments, *(f"{k}={v}" for k, v in values.items())]
         start = time.perf_counter()
-        run_dir = launch(overrides, trial.number)
-        results = _read_results(run_dir)
-        state, value, reason = trial_outcome(results, objective, settings.max_retain_drop)
+        jobs = [[*overrides, *fs.split()] for fs in forget_sets]
+        run_dirs = launch(jobs, trial.number * len(jobs))
+        results = [_read_results(d) for d in run_dirs]
+        outcomes = [trial_outcome(r, objective, settings.max_retain_drop) for r in results]
+        state, value, reason = combined_outcome(outcomes, forget_sets)
         finish_trial(study, trial, value, state)
-        append_trial(trials_path, trial_record(trial.number, values, state, value, reason, results, time.perf_counter() - start, run_dir))
+        per_set = None
+        if settings.forget_sets:
+            per_set = [forget_set_record(*args) for args in zip(forget_sets, outcomes, results, run_dirs)]
+        record = trial_record(trial.number, values, state, value, reason, results[0], time.perf_counter() - start, run_dirs[0], per_set)
+        append_trial(trials_path, record)
         log.info("Study %s trial %d: %s %s=%.4g %s", name, trial.number, state, objective, value, reason)
     best = best_trial([r for r in read_trials(trials_path)])
     summary = {
@@ -189,4 +240,10 @@ def settings_from(kwargs: dict[str, Any]) -> SweepSettings:
     params = kwargs.get("params")
     if params is not None and not isinstance(params, dict):
         params = OmegaConf.to_container(params, resolve=True)
-    return SweepSettings(**{**kwargs, "params": params})
+    forget_sets = kwargs.get("forget_sets") or ()
+    if isinstance(forget_sets, str) or not all(isinstance(f, str) and f.strip() for f in forget_sets):
+        raise FamrError(
+            "hydra.sweeper.forget_sets must be a list of override strings, "
+            f"e.g. ['forget.classes=[3]','forget.classes=[8]'] (got {forget_sets})."
+        )
+    return SweepSettings(**{**kwargs, "params": params, "forget_sets": tuple(forget_sets)})

@@ -34,8 +34,8 @@ class OptunaGapSweeper(Sweeper):
             raise FamrError(f"hydra/sweeper=optuna_gap searches its own space; drop the swept overrides {swept} (one method per study).")
         kwargs = OmegaConf.to_container(OmegaConf.create(self.kwargs), resolve=True)
 
-        def launch(overrides: list[str], index: int) -> Path:
-            (ret,) = self.launcher.launch([tuple(overrides)], initial_job_idx=index)
-            return Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        def launch(jobs: list[list[str]], index: int) -> list[Path]:
+            returns = self.launcher.launch([tuple(overrides) for overrides in jobs], initial_job_idx=index)
+            return [Path(ret.hydra_cfg.hydra.runtime.output_dir) for ret in returns]
 
         return run_study(settings_from(kwargs), self.config, list(arguments), launch)
