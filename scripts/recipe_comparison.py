@@ -7,8 +7,10 @@
 For every method whose default changed to its authors' code, one famr-run with the method's own YAML (the
 official recipe) and one with the options that restore famr's earlier recipe, both against the cached
 Retrain on the same forget set and seed; then a Markdown table (UA, RA, TA, forget-test accuracy,
-MIA-Efficacy, Avg. Gap, unlearning seconds) of the two. Runs whose results.json is already ok are not run
-again, so a stopped comparison continues where it stopped. Everything after ``--`` goes to every famr-run.
+MIA-Efficacy, Avg. Gap, unlearning seconds) of the two; a run that diverges says so in its row. Runs that
+finished (ok or diverged) are not run again, so a stopped comparison continues where it stopped.
+Everything after ``--`` goes to every famr-run. Both runs use the experiment's values for the keys the
+recipes leave alone: a tuned file, where the experiment has one, applies to both.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ COLUMNS = [
 
 def run_one(run_dir: Path, args: list[str]) -> dict | None:
     results = run_dir / "results.json"
-    if results.is_file() and json.loads(results.read_text()).get("status") == "ok":
-        return json.loads(results.read_text())
+    if results.is_file() and json.loads(results.read_text()).get("status") in ("ok", "diverged"):
+        return json.loads(results.read_text())  # a finished run, diverged ones included (deterministic on one machine)
     log = run_dir.with_suffix(".log")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
@@ -75,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         for recipe, extra in (("official (default)", []), ("famr's earlier", EARLIER[method])):
             run_dir = args.out / method / ("official" if not extra else "earlier")
             results = run_one(run_dir, [f"method={method}", *common, *extra])
-            if results is None or results.get("status") != "ok":
-                worst = 1
-                lines.append(f"| {method} | {recipe} | failed: see {run_dir.with_suffix('.log')} |")
-                continue
             shown = recipe if not extra else f"{recipe} (`{' '.join(extra)}`)"
+            if results is None or results.get("status") != "ok":
+                # A diverged run is a result (the recipe cannot run at these values); anything else is a failure.
+                status = "no results.json" if results is None else f"{results.get('status')}: {results.get('error', '')}"
+                worst = worst if results is not None and results.get("status") == "diverged" else 1
+                lines.append(f"| {method} | {shown} | {status} (log: {run_dir.with_suffix('.log')}) |")
+                continue
             lines.append(f"| {method} | {shown} | " + " | ".join(cell(get(results)) for _, get in COLUMNS) + " |")
         print("\n".join(lines[-2:]), flush=True)
     print("\n".join(lines))

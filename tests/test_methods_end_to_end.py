@@ -12,7 +12,20 @@ import pytest
 
 from conftest import NO_ROBUSTNESS, UNLEARN_THREADS, run_cli
 
-METHODS = ["famr", "retrain", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun", "ssd", "scrub"]
+METHODS = [
+    "famr",
+    "famr_entropy",
+    "famr_head",
+    "famr_retain_kd",
+    "retrain",
+    "finetune",
+    "grad_ascent",
+    "random_label",
+    "l1_sparse",
+    "salun",
+    "ssd",
+    "scrub",
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,9 +76,12 @@ def test_every_job_of_the_sweep_shares_one_cached_original_and_retrain(method_sw
 def test_forgetting_methods_beat_the_original_on_the_forgotten_class(method_sweep):
     _, jobs, _ = method_sweep
     original = jobs["famr"]["metrics"]["original"]["forget_test_acc"]
-    # The methods our digits settings make forget (docs/results.md); SSD and SCRUB included.
-    for name in ("famr", "retrain", "grad_ascent", "random_label", "salun", "ssd", "scrub", "finetune", "l1_sparse"):
-        assert jobs[name]["metrics"]["unlearned"]["forget_test_acc"] < original - 40, name
+    left = {name: round(jobs[name]["metrics"]["unlearned"]["forget_test_acc"], 1) for name in METHODS}
+    # The methods whose searched values (chosen on digits 3 and 8, never on 0) make them forget class 0.
+    # FT's and SSD's best settings forgot one of the search's two classes and not the other, and keep
+    # class 0 (docs/tuning.md#the-quickstart-class-search-every-method-10-trials): a finding, not a row to hide.
+    forgetting = [name for name in METHODS if name not in ("finetune", "ssd")]
+    assert all(left[name] < original - 40 for name in forgetting), str(left)
 
 
 def test_compare_table_has_one_row_per_method(method_sweep):

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import cli_env, forked_famr_run, use_cli_env
+from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.host import famr_run_command
 from famr_cli.reproduce import cli as reproduce_cli
 from famr_cli.reproduce import table_render, tables
@@ -442,7 +443,8 @@ def test_smoke_profile_end_to_end(tmp_path, monkeypatch, capfd):
     assert len({j.results["cache"]["retrain"]["key"] for j in jobs}) == 1
     # The λ sweep's own overrides reach its jobs alone.
     famr_epochs = {j.results["config"]["method"]["epochs"] for j in jobs if j.results["method"] == "famr"}
-    assert famr_epochs == {100} and {
+    tuned = yaml.safe_load((Path(CONFIG_DIR) / "method" / "tuned" / "quickstart" / "class" / "famr.yaml").read_text())
+    assert famr_epochs == {tuned["epochs"]} != {20} and {
         j.results["config"]["method"]["epochs"] for j in load_jobs(runs / "smoke" / "quickstart" / "lambda")
     } == {20}
 

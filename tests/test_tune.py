@@ -13,6 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import cli_env, compose_config, forked_famr_run, use_cli_env
+from famr_cli.api import method_config
 from famr_cli.cli import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.tune import cli as tune_cli
@@ -40,7 +41,7 @@ def test_every_declared_space_names_real_keys_of_its_method_with_one_to_three_pa
 def test_every_space_holds_its_methods_published_setting(path):
     """A search that cannot reach the official recipe cannot show the recipe was given its chance."""
     for method in yaml.safe_load(path.read_text()):
-        published = compose_config([f"method={method}"]).method
+        published = method_config(method)  # the method's own YAML, no experiment's tuned file
         drawn = {}
         for param in declared_space(path.stem, method):
             value = drawn[param.key] = published[param.key.removeprefix("method.")]

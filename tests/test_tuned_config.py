@@ -122,7 +122,7 @@ def test_tuned_values_stay_with_their_experiment_forget_spec_and_method(tmp_path
     )
     assert _compose_in(conf, ["method=scrub"]).method.lr == 0.01  # quickstart, class
     assert _compose_in(conf, ["method=scrub", "forget=sample"]).method.lr == shipped["lr"]
-    assert "tuned_by" not in _compose_in(conf, ["method=ssd"]).method  # no file: the method's own defaults
+    assert "tuned_by" not in _compose_in(conf, ["method=ssd", "forget=sample"]).method  # no file: the method's own defaults
     # Every key the file does not hold is the method's own default: nothing carried over.
     assert _compose_in(conf, ["method=scrub"]).method.forget_batch_size == shipped["forget_batch_size"]
     # A named variant of FAMR reads its own file, never FAMR's.
@@ -130,10 +130,13 @@ def test_tuned_values_stay_with_their_experiment_forget_spec_and_method(tmp_path
         tmp_path, "quickstart/class/famr.yaml", _searched_file("quickstart", "famr", {"lam": 3.0, "lr": 1e-3, "epochs": 50})
     )
     assert _compose_in(conf, ["method=famr"]).method.lam == 3.0
-    assert (
-        _compose_in(conf, ["method=famr_entropy"]).method.lam
-        == yaml.safe_load((Path(CONFIG_DIR) / "method" / "famr.yaml").read_text())["lam"]
+    conf = _conf_with_tuned_file(
+        tmp_path, "quickstart/class/famr_entropy.yaml", _searched_file("quickstart", "famr_entropy", {"lam": 7.0, "lr": 1e-3, "epochs": 50})
     )
+    assert _compose_in(conf, ["method=famr_entropy"]).method.lam == 7.0
+    (conf / "method" / "tuned" / "quickstart" / "class" / "famr_entropy.yaml").unlink()
+    famr_default = yaml.safe_load((Path(CONFIG_DIR) / "method" / "famr.yaml").read_text())["lam"]
+    assert _compose_in(conf, ["method=famr_entropy"]).method.lam == famr_default != 3.0
 
 
 def test_a_misspelt_key_in_a_tuned_file_fails_naming_the_valid_keys(tmp_path):

@@ -141,7 +141,7 @@ SMOKE = Profile(
     name="smoke",
     doc=(
         "Test-only: the quickstart on digits with 2 training epochs, FAMR, GA and Retrain, 2 seeds (the cpu profile's "
-        "unlearning-seed scheme), a three-value λ sweep of FAMR at 20 of its 100 steps; the whole pipeline end to end "
+        "unlearning-seed scheme), a three-value λ sweep of FAMR at 20 steps (its tuned value is far more); the whole pipeline end to end "
         "in about a minute. GA stands for the baselines because it steps on D_f alone (5 steps on digits), where FT's "
         "30 epochs over D_r would be most of the run."
     ),
