@@ -11,21 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import NO_ROBUSTNESS, UNLEARN_THREADS, run_cli
+from famr_cli.reproduce.profiles import ALL_METHODS
 
-METHODS = [
-    "famr",
-    "famr_entropy",
-    "famr_head",
-    "famr_retain_kd",
-    "retrain",
-    "finetune",
-    "grad_ascent",
-    "random_label",
-    "l1_sparse",
-    "salun",
-    "ssd",
-    "scrub",
-]
+METHODS = list(ALL_METHODS)  # every method of the comparison tables, FAMR's named variants included
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -236,6 +236,8 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     assert tune_cli.main(in_process) == 0, capfd.readouterr().err[-3000:]
     assert len((root / "ssd" / "trials.jsonl").read_text().splitlines()) == 3
     summary_file = root / "ssd" / "runs" / "optimization_results.yaml"
+    # The study records the space it drew from: what a tuned file's provenance names.
+    assert yaml.safe_load(summary_file.read_text())["space"] == {p.key: p.as_dict() for p in declared_space("quickstart", "ssd")}
     written = summary_file.stat().st_mtime_ns
     assert tune_cli.main(in_process) == 0
     assert len((root / "ssd" / "trials.jsonl").read_text().splitlines()) == 3

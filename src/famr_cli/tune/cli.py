@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if best and not args.no_write:
             provenance = {
                 "search": f"{args.trials} Optuna TPE trials (seed {args.seed}) over {sorted(best)}",
-                "space": {p.key: p.as_dict() for p in spaces[method]},
+                # What the study drew from (its summary); a summary written before it recorded one: today's space.
+                "space": summary.get("space") or {p.key: p.as_dict() for p in spaces[method]},
                 "split": "val",
                 "forget_sets": forget_sets,
                 "trials": args.trials,

@@ -212,6 +212,9 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
         "best_params": best["params"] if best else None,
         "best_value": best["objective"] if best else math.inf,
         "best_trial": best["number"] if best else None,
+        # The space this study drew from, as written in a tuned file's provenance (famr-tune reads it here,
+        # so a spaces file edited while a search runs cannot make the two disagree).
+        "space": {p.key: p.as_dict() for p in space},
     }
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
