@@ -86,6 +86,14 @@ class UnlearnReport:
 
 SettingsT = TypeVar("SettingsT", bound="MethodSettings")
 
+# What a method reads of the training data -> how the tables name the group, in the tables' order.
+DATA_READ: Mapping[str, str] = {
+    "forget": "D_f only",
+    "forget+retain": "D_f + D_r",
+    "retain": "D_r only",
+    "all": "all of D",
+}
+
 
 @dataclass(frozen=True)
 class MethodSettings:
@@ -134,9 +142,15 @@ class UnlearningMethod(ABC, Generic[SettingsT]):
     settings_type: ClassVar[type[MethodSettings]] = MethodSettings
 
     @property
+    def data_read(self) -> str:
+        """Which training data :meth:`unlearn` reads, one of :data:`DATA_READ`: the tables group rows by it,
+        so that a method stands next to the methods that read what it reads (its fair peers)."""
+        return "forget+retain"
+
+    @property
     def reads_retained_data(self) -> bool:
         """Whether :meth:`unlearn` trains on (or scores) D_r: famr_cli.api then asks for retained data."""
-        return True
+        return self.data_read != "forget"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -119,8 +119,8 @@ class FAMRSettings(TrainingSettings):
 @METHODS.register("famr")
 class FAMR(UnlearningMethod[FAMRSettings]):
     @property
-    def reads_retained_data(self) -> bool:
-        return self.settings.retain_kd > 0  # FAMR proper reads D_f alone
+    def data_read(self) -> str:
+        return "forget+retain" if self.settings.retain_kd > 0 else "forget"  # FAMR proper reads D_f alone
 
     def check_model(self, model: nn.Module) -> None:
         prefixes = self.settings.trainable

@@ -19,6 +19,10 @@ from famr_cli.method.shared import RetainTrainingSettings, train_with_ce
 
 @METHODS.register("finetune")
 class Finetune(UnlearningMethod[RetainTrainingSettings]):
+    @property
+    def data_read(self) -> str:
+        return "retain"  # D_f is never shown again
+
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         theta0 = [p.detach().clone() for p in model.parameters()]
         retain = ctx.split.retain_train

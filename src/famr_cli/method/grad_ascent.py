@@ -61,8 +61,8 @@ class GradAscentSettings(ScheduledSettings):
 @METHODS.register("grad_ascent")
 class GradAscent(UnlearningMethod[GradAscentSettings]):
     @property
-    def reads_retained_data(self) -> bool:
-        return False
+    def data_read(self) -> str:
+        return "forget"
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings

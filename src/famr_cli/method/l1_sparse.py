@@ -101,6 +101,10 @@ class L1SparseSettings(RetainTrainingSettings):
 
 @METHODS.register("l1_sparse")
 class L1Sparse(UnlearningMethod[L1SparseSettings]):
+    @property
+    def data_read(self) -> str:
+        return "retain"  # fine-tuning on D_r with an l1 penalty
+
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
         params = trainable_parameters(model)

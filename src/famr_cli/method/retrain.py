@@ -14,6 +14,10 @@ from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnRe
 
 @METHODS.register("retrain")
 class Retrain(UnlearningMethod):
+    @property
+    def data_read(self) -> str:
+        return "retain"  # trained from scratch on D_r
+
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         if ctx.retrain_reference is None:
             raise RuntimeError("method=retrain needs the pipeline's retrain reference")

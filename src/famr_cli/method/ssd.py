@@ -134,6 +134,10 @@ class SSDSettings(MethodSettings):
 
 @METHODS.register("ssd")
 class SSD(UnlearningMethod[SSDSettings]):
+    @property
+    def data_read(self) -> str:
+        return "all"  # I_D is taken over the whole training set, D_r and D_f
+
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
         params = trainable_parameters(model)
