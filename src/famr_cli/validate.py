@@ -55,6 +55,7 @@ def validate_run_settings(cfg: DictConfig) -> CheckedSettings:
     method = build_method(cfg.method)  # the method's own option checks
     shape = describe_dataset(cfg.dataset)
     check_forget_config(cfg.forget, shape)
+    method.check_forget(cfg.forget.name)
     skeleton = build_skeleton(cfg.backbone, shape.num_classes, shape.in_chans, shape.img_size)
     method.check_model(skeleton)
     return CheckedSettings(train, evaluation, method, skeleton)

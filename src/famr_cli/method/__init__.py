@@ -140,6 +140,9 @@ class UnlearningMethod(ABC, Generic[SettingsT]):
 
     # Set from the subscript of the subclass's base; a method without options keeps the empty base.
     settings_type: ClassVar[type[MethodSettings]] = MethodSettings
+    # The forget specs (``forget=<name>``) the method is defined for, None for every one: a run asking for
+    # another is refused before anything trains, and the tables say why that row is empty.
+    forget_specs: ClassVar[tuple[str, ...] | None] = None
 
     @property
     def data_read(self) -> str:
@@ -166,6 +169,14 @@ class UnlearningMethod(ABC, Generic[SettingsT]):
 
     def validate(self) -> None:
         """Raise :class:`FamrError` for bad options that :attr:`settings` cannot check alone, before any training starts."""
+
+    def check_forget(self, forget_spec: str) -> None:
+        """Raise :class:`FamrError` when the method is not defined for ``forget=<forget_spec>``."""
+        if self.forget_specs is not None and forget_spec not in self.forget_specs:
+            raise FamrError(
+                f"method={self.cfg.name} is defined for forget={' or forget='.join(self.forget_specs)} only "
+                f"(got forget={forget_spec}); pick another method or forget spec."
+            )
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`FamrError` for options the backbone cannot honour (called on an untrained copy)."""

@@ -91,7 +91,10 @@ def study_command(method: str, overrides: list[str], study_dir: Path, args: argp
         f"method={method}",
         "evaluate.split=val",
         "evaluate.reference=retrain",
-        "evaluate.robustness.enabled=false",  # selection reads Avg. Gap only; the checks would add to every trial
+        # Selection reads Avg. Gap only: the robustness checks and the certificate (FAMR's gradient pass over D_f,
+        # every method's drift figures) would add to every trial's cost and change no trial's score.
+        "evaluate.robustness.enabled=false",
+        "evaluate.certificate=false",
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.seed={args.seed}",
         f"hydra.sweeper.max_retain_drop={args.max_retain_drop}",
