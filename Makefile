@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N.
+# make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N;
+# METHODS=name,name (a subset of the profile's methods).
 PROFILE ?= paper
 # make test: pytest-xdist workers, a test module each at a time (its module fixtures built once) in the order
 # tests/conftest.py sorts them (--no-loadscope-reorder keeps it), one torch
@@ -54,7 +55,7 @@ tune-famr: install
 
 # The paper's tables (FAMR beside every baseline, mean ± std over seeds) into outputs/tables/.
 reproduce: install
-	$(BIN)/famr-reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(REPRODUCE_ARGS)
+	$(BIN)/famr-reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS)) $(REPRODUCE_ARGS)
 
 # Kill, corrupt and overload famr-run on digits; prints faults injected / recovered / results lost / bad inputs rejected.
 fault-drill: install

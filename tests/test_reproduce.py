@@ -53,25 +53,27 @@ CAPTION = (
     "Class forgetting, cifar10_cpu, forget class 0 (airplane); mean ± std over seeds 0, 1; device: cpu (Test CPU, 2 cores). "
     "UA, RA, TA, forget-test acc and MIA-Efficacy in %; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; "
     "trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; "
-    "hand = an earlier hand search; 0 = the published defaults)."
+    "hand = an earlier hand search; 0 = the published defaults). reads = the training data the method's unlearning reads "
+    "(D_f: the forget set, D_r: the retained set, D: both); Retrain, the reference, first, then the methods grouped by it."
 )
 EXPECTED_MARKDOWN = f"""**{CAPTION}**
 
-| method | UA | RA | TA | forget-test acc | MIA-Efficacy | Avg. Gap | RTE s | RTE % of Retrain | n | trials |
-|---|---|---|---|---|---|---|---|---|---|---|
-| Retrain | 100.00 ± 0.00 | 85.00 ± 0.00 | 82.00 ± 0.00 | 0.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 | 600.00 ± 0.00 | 100.00 ± 0.00 | 2 | – |
-| **FAMR** | 97.00 ± 1.41 | 81.00 ± 1.41 | 79.00 ± 1.41 | 3.00 ± 1.41 | 4.00 ± 1.41 | 25.00 ± 1.41 | 3.00 ± 1.41 | 0.40 ± 0.14 | 2 | 0 |
+| method | reads | UA | RA | TA | forget-test acc | MIA-Efficacy | Avg. Gap | RTE s | RTE % of Retrain | n | trials |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| Retrain | D_r only | 100.00 ± 0.00 | 85.00 ± 0.00 | 82.00 ± 0.00 | 0.00 ± 0.00 | 100.00 ± 0.00 | 0.00 ± 0.00 | 600.00 ± 0.00 | 100.00 ± 0.00 | 2 | – |
+| **FAMR** | D_f only | 97.00 ± 1.41 | 81.00 ± 1.41 | 79.00 ± 1.41 | 3.00 ± 1.41 | 4.00 ± 1.41 | 25.00 ± 1.41 | 3.00 ± 1.41 | 0.40 ± 0.14 | 2 | 0 |
 """  # noqa: E501
 EXPECTED_LATEX = r"""\begin{table}[t]
 \centering
-\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; hand = an earlier hand search; 0 = the published defaults).}
+\caption{Class forgetting, cifar10\_cpu, forget class 0 (airplane); mean $\pm$ std over seeds 0, 1; device: cpu (Test CPU, 2 cores). UA, RA, TA, forget-test acc and MIA-Efficacy in \%; Avg. Gap to Retrain over UA, RA, TA, MIA; RTE = the unlearning step; trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; hand = an earlier hand search; 0 = the published defaults). reads = the training data the method's unlearning reads (D\_f: the forget set, D\_r: the retained set, D: both); Retrain, the reference, first, then the methods grouped by it.}
 \label{tab:cifar10-cpu}
-\begin{tabular}{lrrrrrrrrrr}
+\begin{tabular}{llrrrrrrrrrr}
 \toprule
-Method & UA & RA & TA & Forget-test acc & MIA-Efficacy & Avg.\ Gap & RTE (s) & RTE (\% of Retrain) & $n$ & Trials \\
+Method & Reads & UA & RA & TA & Forget-test acc & MIA-Efficacy & Avg.\ Gap & RTE (s) & RTE (\% of Retrain) & $n$ & Trials \\
 \midrule
-Retrain & 100.00 $\pm$ 0.00 & 85.00 $\pm$ 0.00 & 82.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 600.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 2 & -- \\
-\textbf{FAMR} & 97.00 $\pm$ 1.41 & 81.00 $\pm$ 1.41 & 79.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 4.00 $\pm$ 1.41 & 25.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 0.40 $\pm$ 0.14 & 2 & 0 \\
+Retrain & $D_r$ only & 100.00 $\pm$ 0.00 & 85.00 $\pm$ 0.00 & 82.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 0.00 $\pm$ 0.00 & 600.00 $\pm$ 0.00 & 100.00 $\pm$ 0.00 & 2 & -- \\
+\midrule
+\textbf{FAMR} & $D_f$ only & 97.00 $\pm$ 1.41 & 81.00 $\pm$ 1.41 & 79.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 4.00 $\pm$ 1.41 & 25.00 $\pm$ 1.41 & 3.00 $\pm$ 1.41 & 0.40 $\pm$ 0.14 & 2 & 0 \\
 \bottomrule
 \end{tabular}
 \end{table}
@@ -121,8 +123,8 @@ def test_the_forgotten_table_aggregates_the_robustness_headline_over_seeds():
     md = table_render.to_markdown(table)
     assert md.startswith("**Is it forgotten? Class forgetting, cifar10_cpu") and "docs/robustness.md" in md
     famr = next(line for line in md.splitlines() if line.startswith("| **FAMR**"))
-    # forget-test acc, relearn acc, relearn excess, then checks these jobs did not run
-    assert famr.startswith("| **FAMR** | 3.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | – |")
+    # reads, forget-test acc, relearn acc, relearn excess, then checks these jobs did not run
+    assert famr.startswith("| **FAMR** | D_f only | 3.00 ± 1.41 | 32.00 ± 2.83 | 12.00 ± 2.83 | – |")
     rows = list(csv.DictReader(io.StringIO(table_render.to_csv(table))))
     assert rows[0]["relearn_residual_mean"] == "0.000000" and rows[1]["relearn_forget_acc_mean"] == "32.000000"
 
@@ -146,8 +148,8 @@ def test_one_seed_shows_the_mean_alone_and_names_are_escaped():
     table = tables.build_table(jobs, "cifar10_cpu", machine=MACHINE)
     md = table_render.to_markdown(table)
     assert "seed 0; device" in md
-    assert "| l1-sparse | 99.50 | 84.00 | 81.00 | 0.50 | 100.00 | 0.75 | 106.10 | 15.70 | 1 |" in md
-    assert r"$\ell_1$-sparse & 99.50 & 84.00" in table_render.to_latex(table)
+    assert "| l1-sparse | D_r only | 99.50 | 84.00 | 81.00 | 0.50 | 100.00 | 0.75 | 106.10 | 15.70 | 1 |" in md
+    assert r"$\ell_1$-sparse & $D_r$ only & 99.50 & 84.00" in table_render.to_latex(table)
     assert table_render.latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
     assert table_render.to_csv(table).splitlines()[1].startswith("cifar10_cpu,l1_sparse,l1-sparse,1,0,99.500000,,84.000000,")
 
@@ -162,28 +164,29 @@ def test_a_failed_job_is_counted_and_does_not_break_the_table(tmp_path):
     )
     table = tables.build_table(load_jobs(sweep), "cifar10_cpu", expected=("retrain", "famr", "ssd", "scrub"), seeds=(0, 1), machine=MACHINE)
 
-    assert [r.key for r in table.rows] == ["retrain", "famr", "ssd", "scrub"]
+    # Retrain, then by the data read: FAMR (D_f only), SCRUB (D_f + D_r), SSD (all of D).
+    assert [r.key for r in table.rows] == ["retrain", "famr", "scrub", "ssd"]
     assert table.failed == 5 and table.jobs == 8  # famr seed 1, ssd x2, scrub x2 (never ran)
     famr = table.rows[1]
     assert famr.n == 1 and famr.stats["UA"] == tables.Stat(96.0, None, 1)
     md = table_render.to_markdown(table)
     assert "5 of 8 jobs failed (†)" in md
-    assert "| **FAMR** † | 96.00 (n=1) | 80.00 (n=1) |" in md and md.split("\n")[5].endswith("| 1 of 2 | 0 |")
-    assert "| SSD † | – | – | – | – | – | – | – | – | 0 of 2 |" in md
+    assert "| **FAMR** † | D_f only | 96.00 (n=1) | 80.00 (n=1) |" in md and md.split("\n")[5].endswith("| 1 of 2 | 0 |")
+    assert "| SSD † | all of D | – | – | – | – | – | – | – | – | 0 of 2 |" in md
     assert "† FAMR, seed 1: diverged (Non-finite loss in epoch 2.)" in md
     assert "† SSD, seed 0: missing (no results.json (the job was killed or never started))" in md
     assert "† SCRUB, seed 1: missing (no job ran with this seed)" in md
-    assert "| Retrain | 100.00 ± 0.00 |" in md
+    assert "| Retrain | D_r only | 100.00 ± 0.00 |" in md
     tex = table_render.to_latex(table)
-    assert r"\textbf{FAMR}$^\dagger$ & 96.00 (n=1)" in tex and r"$^\dagger$ FAMR, seed 1: diverged" in tex
+    assert r"\textbf{FAMR}$^\dagger$ & $D_f$ only & 96.00 (n=1)" in tex and r"$^\dagger$ FAMR, seed 1: diverged" in tex
     rows = list(csv.DictReader(io.StringIO(table_render.to_csv(table))))
     assert [(r["method"], r["n"], r["failed"]) for r in rows] == [
         ("retrain", "2", "0"),
         ("famr", "1", "1"),
-        ("ssd", "0", "2"),
         ("scrub", "0", "2"),
+        ("ssd", "0", "2"),
     ]
-    assert rows[2]["UA_mean"] == ""
+    assert rows[3]["UA_mean"] == ""
 
     # The runner, rebuilding from the sweep dirs: files written, failures reported, exit 1.
     profile = PROFILES["cpu"]
@@ -246,6 +249,15 @@ def test_profiles_as_specified():
         "salun",
         "ssd",
         "scrub",
+        "neggrad_plus",
+        "bad_teacher",
+        "cf_k",
+        "eu_k",
+        "boundary_shrink",
+        "boundary_expand",
+        "unsir",
+        "fisher",
+        "jit",
     )
     assert paper.experiments == ("cifar10_resnet18", "cifar10_vit", "imagenet100_resnet18") and paper.methods == methods
     assert paper.seeds == (0, 1, 2) and paper.seed_overrides(paper.seeds) == ["seed=0,1,2"]
@@ -284,7 +296,7 @@ def test_runner_builds_tables_from_the_ok_jobs_when_famr_run_fails(tmp_path):
     assert reproduce(profile, sweeps, out, runs, log=log.append) == 1
     assert len(list(sweeps[0].dir.parent.glob("methods.prev-*/0"))) == 1
     md = (out / "cpu_cifar10_cpu.md").read_text()
-    assert "| **FAMR** | 50.00 | – |" in md and "| SSD † | – |" in md and "1 of 2 jobs failed" in md
+    assert "| **FAMR** | D_f only | 50.00 | – |" in md and "| SSD † | all of D | – |" in md and "1 of 2 jobs failed" in md
     assert any("famr-run exited non-zero for 2 sweep(s)" in line for line in log)
     assert (runs / "cpu" / "machine.txt").read_text().strip() in md
 
@@ -321,10 +333,12 @@ def test_dry_run_prints_the_commands(tmp_path):
     assert len(commands) == 3
     assert commands[0].endswith(
         "famr-run -m experiment=cifar10_cpu "
-        "method=retrain,famr,famr_entropy,famr_head,famr_retain_kd,finetune,grad_ascent,random_label,l1_sparse,salun,ssd,scrub "
+        "method=retrain,famr,famr_entropy,famr_head,famr_retain_kd,finetune,grad_ascent,random_label,l1_sparse,salun,ssd,scrub,"
+        "neggrad_plus,bad_teacher,cf_k,eu_k,boundary_shrink,boundary_expand,unsir,fisher,jit "
         f"seed=0,1 train.seed=0 dataset.root={tmp_path} progress=false hydra.sweep.dir={tmp_path}/runs/cpu/cifar10_cpu/methods"
     )
-    assert "salun,ssd,scrub forget=sample forget.fraction=0.1 seed=0,1" in commands[1] and commands[1].endswith("/methods_sample")
+    # The class-only methods (Boundary Shrink/Expanding, UNSIR) are left out of the sample sweep.
+    assert "ssd,scrub,neggrad_plus,bad_teacher,cf_k,eu_k,fisher,jit forget=sample forget.fraction=0.1 seed=0,1" in commands[1] and commands[1].endswith("/methods_sample")
     assert "method=famr method.lam=0.01,0.03,0.1,0.3,1 seed=0 train.seed=0" in commands[2]
     assert not (tmp_path / "runs").exists()
 

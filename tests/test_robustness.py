@@ -255,8 +255,8 @@ def test_famr_robustness_prints_every_check_with_the_excess_over_retrain(tmp_pat
         (job / "results.json").write_text(json.dumps({"status": "ok", "method": method, "robustness": rob}))
     assert main([str(tmp_path / "sweep")]) == 0
     out = capsys.readouterr().out
-    assert "| Original | 95.00 | 97.00 |" in out and "| Retrain | 0.00 | 20.00 |" in out
-    assert "| method=finetune | 1.00 | 31.00 (+11.00) |" in out and "0.50" in out
+    assert "| Original | – | 95.00 | 97.00 |" in out and "| Retrain | D_r only | 0.00 | 20.00 |" in out
+    assert "| method=finetune | D_r only | 1.00 | 31.00 (+11.00) |" in out and "0.50" in out
     assert main([str(tmp_path / "empty")]) == 1
 
 

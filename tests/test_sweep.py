@@ -170,7 +170,7 @@ def test_summarize_script_rebuilds_the_summary_of_a_finished_sweep_and_counts_mi
         ("10", "missing", "", ""),
     ]
     assert "progress" not in rows[0]  # an override every job shares is not a swept key
-    assert "3 jobs, 2 ok, 1 not ok" in proc.stdout and "| 1 | 1 | famr | 40.00 | 89.50 |" in proc.stdout
+    assert "3 jobs, 2 ok, 1 not ok" in proc.stdout and "| 1 | 1 | famr | D_f only | 40.00 | 89.50 |" in proc.stdout
     assert (sweep / "accuracy_vs_lam.png").read_bytes().startswith(PNG_MAGIC)
     assert (sweep / "tradeoff.png").read_bytes().startswith(PNG_MAGIC)
 

@@ -158,8 +158,8 @@ def test_a_setting_run_twice_counts_once_in_the_trials_and_the_report(tmp_path):
     (tmp_path / "famr").mkdir()
     (tmp_path / "famr" / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     row = report.summary_table(tmp_path).splitlines()[2].split(" | ")
-    assert row[1:4] == ["3", "2", "40"]  # 3 settings, 2 accepted, every run's seconds
-    assert row[4] == "0.50" and row[5] == "lr=0.3000"
+    assert row[1:5] == ["D_f only", "3", "2", "40"]  # what FAMR reads, 3 settings, 2 accepted, every run's seconds
+    assert row[5] == "0.50" and row[6] == "lr=0.3000"
 
 
 def test_the_tuned_file_holds_only_what_the_search_chose_and_names_its_search(tmp_path):
@@ -245,7 +245,7 @@ def test_famr_tune_gives_every_method_the_same_budget_on_validation_and_resumes(
     assert "ssd " in capfd.readouterr().out
     # The report the docs show: one summary row per method (with its best trial), then every trial.
     summary = report.summary_table(root)
-    assert summary.splitlines()[2].startswith("| famr | 2 |") and summary.splitlines()[3].startswith("| ssd | 3 |")
+    assert summary.splitlines()[2].startswith("| famr | D_f only | 2 |") and summary.splitlines()[3].startswith("| ssd | all of D | 3 |")
     assert len(report.trials_table(root / "ssd").splitlines()) == 4 + 3
 
 

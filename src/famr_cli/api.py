@@ -202,6 +202,12 @@ def unlearn(
 ) -> Unlearned:
     """Unlearn D_f from a copy of ``model`` with ``method`` (``options`` are its config keys, e.g. lam=0.1)."""
     chosen = build_method(method, **options)
+    # Data without forgotten classes is sample forgetting: a class-only method (forget_specs) has no meaning there.
+    if chosen.forget_specs is not None and "sample" not in chosen.forget_specs and not data.forgotten_classes:
+        raise FamrError(
+            f"method '{method}' is defined for class forgetting only, but this data forgets no whole class (forgotten_classes is empty); "
+            "pass every sample of the classes to forget as forget= and none in retain=, or pick another method."
+        )
     if chosen.reads_retained_data and data.retain is None:
         raise FamrError(f"method '{method}' trains on the retained data: pass retain= to UnlearningData (FAMR needs none).")
     dev = _device(model, device)

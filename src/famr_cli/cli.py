@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import famr_cli.reproduce.method_reads  # noqa: F401  (registers the ${famr_methods:} resolver of --help's method list)
 from famr_cli.errors import DivergedError, FamrError, RunInterrupted
 from famr_cli.host import available_cores
 from famr_cli.logger import build_logger

@@ -52,6 +52,7 @@ from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
 from famr_cli.method.shared import trainable_parameters
+from famr_cli.statistic_memo import memoised
 
 # How I_D orders D's rows into batches: the official code's class-sorted rebuild, or the dataset order.
 FISHER_ORDERS = ("class_sorted", "dataset")
@@ -142,8 +143,21 @@ class SSD(UnlearningMethod[SSDSettings]):
         s = self.settings
         params = trainable_parameters(model)
         rows = importance_rows(ctx.data.y_train, ctx.split.retain_train, ctx.split.forget_train, s.fisher_order)
-        importance_d = fisher_importance(model, ctx, rows, params, s.fisher_batch_size)
-        importance_f = fisher_importance(model, ctx, ctx.split.forget_train, params, s.fisher_batch_size)
+        # Neither importance depends on alpha or lambda, the searched values: a study's trials share them (statistic_memo).
+        importance_d = memoised(
+            "ssd_importance_d",
+            (s.fisher_batch_size, s.fisher_order),
+            model,
+            ctx,
+            lambda: fisher_importance(model, ctx, rows, params, s.fisher_batch_size),
+        )
+        importance_f = memoised(
+            "ssd_importance_f",
+            (s.fisher_batch_size,),
+            model,
+            ctx,
+            lambda: fisher_importance(model, ctx, ctx.split.forget_train, params, s.fisher_batch_size),
+        )
         dampened, total = dampen_(params, importance_d, importance_f, s.alpha, s.lam)
         fraction = dampened / max(total, 1)
         ctx.log_metrics({"unlearn/dampened_fraction": fraction})

@@ -3,6 +3,7 @@
     famr-reproduce --profile cpu  [--data PATH] [--seeds N] [--out outputs/tables] [--dry-run]
     famr-reproduce --profile paper [--imagenet PATH] [--experiments cifar10_resnet18,cifar10_vit]
     famr-reproduce --profile cpu --tables sample   # one forget table (FAMR's λ sweep runs with class)
+    famr-reproduce --profile cpu --methods famr,ssd,scrub   # some of the methods (FAMR's λ sweep runs with famr)
 
 (``make reproduce`` and ``python scripts/reproduce.py`` run the same command.)
 
@@ -11,8 +12,8 @@ outputs/tables/<profile>_<experiment>.{md,csv,tex} (and _lambda.* with the λ pl
 their seed schemes: src/famr_cli/reproduce/profiles.py. Sweeps run under --runs (outputs/reproduce/<profile>/);
 a previous run's sweep dir is kept as <dir>.prev-<time>, --resume instead continues the sweeps already
 there (jobs that finished ok are kept, the others run), and --tables-only rebuilds the tables from the
-sweeps already there. Exit 0 when every job finished ok, 1 when
-some did not (the tables are still written from the others), 2 on bad input such as missing data.
+sweeps already there. The last line gives the whole profile's wall time. Exit 0 when every job finished ok, 1 when
+some did not (the tables are still written from the others), 2 on bad input such as missing data or an unknown name.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", default="paper", metavar="{" + ",".join(public_profiles()) + "}", help="what to run (default: paper)")
     parser.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the profile's)")
     parser.add_argument("--experiments", help="comma-separated subset of the profile's experiments")
+    parser.add_argument(
+        "--methods", help="comma-separated subset of the profile's methods, or all (default: all; FAMR's λ sweep runs only with famr)"
+    )
     parser.add_argument(
         "--tables", help="comma-separated subset of the profile's forget tables, class and/or sample (default: all; λ runs with class)"
     )
@@ -85,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         if chosen is None:
             return EXIT_BAD_INPUT
         profile = profile.with_experiments(chosen)
+    if args.methods and args.methods.strip() != "all":
+        chosen = _subset(args.methods, list(profile.methods), "Unknown method(s) {} for --methods")
+        if chosen is None:
+            return EXIT_BAD_INPUT
+        profile = profile.with_methods(chosen)
     if args.tables:
         chosen = _subset(args.tables, [t.key for t in profile.forget_tables], "Unknown table(s) {} for --tables")
         if chosen is None:
@@ -105,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in (*data.notes, *(f"a real run would stop here: {p}" for p in data.problems)):
             print(f"# {line}")
         for sweep in sweeps:
-            print(sweep.command())
+            for note in sweep.notes():
+                print(f"# {note}")
+            if sweep.runs:
+                print(sweep.command())
         return 0
     for note in data.notes:
         print(f"[reproduce] {note}")

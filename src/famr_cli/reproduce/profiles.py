@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-# Every method of the comparison, in the order the tables list them.
+# Every method of the comparison: adding a name here is all a method needs to run in famr-reproduce (its
+# sweeps, its row, --methods). The tables list Retrain first and group the others by the data they read.
 ALL_METHODS = (
     "retrain",
     "famr",
@@ -33,6 +34,15 @@ ALL_METHODS = (
     "salun",
     "ssd",
     "scrub",
+    "neggrad_plus",
+    "bad_teacher",
+    "cf_k",
+    "eu_k",
+    "boundary_shrink",
+    "boundary_expand",
+    "unsir",
+    "fisher",
+    "jit",
 )
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -54,6 +64,12 @@ class ForgetTable:
     def key(self) -> str:
         """What ``famr-reproduce --tables`` calls it."""
         return self.name or "class"
+
+    @property
+    def spec(self) -> str:
+        """The forget spec its jobs run (``forget=<spec>``): its override's, else conf/config.yaml's and every experiment's class."""
+        chosen = [o.split("=", 1)[1] for o in self.overrides if o.startswith("forget=")]
+        return chosen[-1] if chosen else "class"
 
 
 CLASS_TABLE = ForgetTable("", "Class forgetting")
@@ -86,6 +102,10 @@ class Profile:
 
     def with_experiments(self, experiments: tuple[str, ...]) -> Profile:
         return replace(self, experiments=experiments)
+
+    def with_methods(self, names: tuple[str, ...]) -> Profile:
+        """Only the methods named, in the profile's order."""
+        return replace(self, methods=tuple(m for m in self.methods if m in names))
 
     def with_tables(self, keys: tuple[str, ...]) -> Profile:
         """Only the forget tables named (``class``, ``sample``), in the profile's order."""

@@ -5,7 +5,8 @@ first job), then one row per job, each check's figure and, in brackets, its exce
     famr-run -m experiment=cifar10_cpu method=famr method.head_only=true,false hydra.sweep.dir=outputs/rob/head
     famr-robustness outputs/rob/methods outputs/rob/head
 
-Definitions: docs/robustness.md. Rows are labelled by the overrides their jobs varied.
+Definitions: docs/robustness.md. Rows are labelled by the overrides their jobs varied and, like every famr
+table, grouped by the training data their method reads (the ``reads`` column; Retrain's row reads D_r only).
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from famr_cli.reproduce.method_reads import REFERENCE, group_rank, reads_of_option, reads_of_row
+from famr_cli.reproduce.tables import job_method
 from famr_cli.robustness_figures import COMPARISONS, CheckFigure, check_figures
-from famr_cli.sweep.jobs import load_jobs, varied_keys
+from famr_cli.sweep.jobs import Job, load_jobs, varied_keys
 
 
 def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def row(label: str, figures: dict[str, Any], vs: dict[str, Any], cols: list[CheckFigure]) -> str:
+def row(label: str, reads: str, figures: dict[str, Any], vs: dict[str, Any], cols: list[CheckFigure]) -> str:
     cells = []
     for figure in cols:
         more = figure.excess_value(vs)
         cells.append(_fmt(figure.value(figures)) + (f" ({more:+.2f})" if more is not None else ""))
     cells += [_fmt(c.value(vs)) for c in COMPARISONS]
-    return f"| {label} | " + " | ".join(cells) + " |"
+    return f"| {label} | {reads} | " + " | ".join(cells) + " |"
+
+
+def reads_of_job(job: Job) -> tuple[int, str]:
+    """The job's group rank and reads label, from the method config it ran."""
+    reads = reads_of_row(job_method(job), ((job.results or {}).get("config") or {}).get("method"))
+    return group_rank(job_method(job), reads), reads.label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,18 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         print("No finished job with robustness figures under " + ", ".join(map(str, args.sweeps)), file=sys.stderr)
         return 1
     cols = check_figures(args.k)
-    head = ["model", *(f.header for f in cols), *(c.label for c in COMPARISONS)]
+    head = ["model", "reads", *(f.header for f in cols), *(c.label for c in COMPARISONS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     first = jobs[0].results["robustness"]
+    # The original model is no unlearning method: nothing to group it by.
+    fixed = {"original": "–", "retrain": reads_of_option(REFERENCE).label}
     for name in ("original", "retrain"):
         if name in first:
-            lines.append(row(name.capitalize(), first[name], {}, cols))
+            lines.append(row(name.capitalize(), fixed[name], first[name], {}, cols))
     keys = varied_keys(jobs)
-    for job in jobs:
+    ranked = {job.dir: reads_of_job(job) for job in jobs}
+    for job in sorted(jobs, key=lambda j: ranked[j.dir][0]):
         rob = job.results["robustness"]
         vs = rob.get("vs_retrain") or {}
         label = ", ".join(f"{k}={v}" for k in keys if (v := job.overrides.get(k)) is not None) or job.results.get("method", job.dir.name)
-        lines.append(row(label, rob["unlearned"], vs, cols))
+        lines.append(row(label, ranked[job.dir][1], rob["unlearned"], vs, cols))
     print(f"Accuracies in %, k = {args.k} images per forgotten class; (±x) = excess over Retrain under the identical check.")
     print(f"Forgotten images: {first['sets'].get('forget')}; attack images: {first['sets'].get('pool')}.\n")
     print("\n".join(lines))

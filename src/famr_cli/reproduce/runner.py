@@ -3,7 +3,10 @@
 Every sweep writes into ``<runs>/<profile>/<experiment>/{methods,lambda}`` (``hydra.sweep.dir``).
 ``famr-run`` exits non-zero when any of its jobs failed but still runs the others, so the tables are
 built from the jobs that finished ok, the failed ones are counted and footnoted, and :func:`reproduce`
-returns 1 at the end. Nothing here imports torch: the sweeps run in their own processes.
+returns 1 at the end, after the profile's wall time. A method not defined for a table's forget spec
+(``forget_specs``) is left out of that table's sweep, and its row says why. The sweeps run in their own
+processes; this one imports torch only to ask the methods what they read and where they are defined
+(:mod:`famr_cli.reproduce.method_reads`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from famr_cli.host import available_cores, cpu_name, famr_run_command
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
+from famr_cli.reproduce.method_reads import reads_of_option, refused_cell
 from famr_cli.reproduce.profiles import CLASS_TABLE, ForgetTable, Profile
 from famr_cli.sweep.jobs import load_jobs
 
@@ -34,9 +38,18 @@ class Sweep:
     dir: Path
     argv: list[str]
     table: ForgetTable = CLASS_TABLE  # which forget spec a METHODS sweep runs
+    refused: dict[str, str] = field(default_factory=dict)  # methods left out (not defined for the spec) -> why
+    runs: bool = True  # False for a methods sweep whose every method refuses its forget spec: nothing to run
 
     def command(self) -> str:
         return shlex.join(self.argv)
+
+    def notes(self) -> list[str]:
+        """What the sweep leaves out, one line each (the dry run prints them as comments)."""
+        return [
+            f"{self.experiment} {self.dir.name}: method={m} does not run with forget={self.table.spec} {refused_cell(why)}"
+            for m, why in self.refused.items()
+        ]
 
 
 def _numbers(values) -> str:
@@ -78,9 +91,13 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
 
     for experiment in profile.experiments:
         for table in profile.forget_tables:
-            sweeps.append(sweep(experiment, METHODS, [f"method={','.join(profile.methods)}"], profile.seeds, table))
-    # FAMR's λ trade-off is measured on class forgetting, so it runs with the class table.
-    if profile.lambdas and CLASS_TABLE in profile.forget_tables:
+            refused = {m: why for m in profile.methods if (why := reads_of_option(m).refusal(table.spec))}
+            chosen = [m for m in profile.methods if m not in refused]
+            each = sweep(experiment, METHODS, [f"method={','.join(chosen)}"], profile.seeds, table)
+            each.refused, each.runs = refused, bool(chosen)
+            sweeps.append(each)
+    # FAMR's λ trade-off is measured on class forgetting, so it runs with the class table (and with FAMR chosen).
+    if profile.lambdas and CLASS_TABLE in profile.forget_tables and "famr" in profile.methods:
         lam = ["method=famr", f"method.lam={_numbers(profile.lambdas)}"]
         sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,), extra=profile.lambda_overrides))
     return sweeps
@@ -117,6 +134,10 @@ def run_sweeps(sweeps: list[Sweep], log=print, resume: bool = False) -> dict[str
     A previous run's sweep dir is set aside, unless ``resume``: then its finished jobs are kept."""
     codes = {}
     for sweep in sweeps:
+        for note in sweep.notes():
+            log(f"[reproduce] {note}")
+        if not sweep.runs:
+            continue
         moved = None if resume else _set_aside(sweep.dir)
         if moved:
             log(f"[reproduce] kept the previous {sweep.kind} sweep of {sweep.experiment} as {moved}")
@@ -143,9 +164,16 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
     for sweep in sweeps:
         jobs = load_jobs(sweep.dir)
         stem = f"{profile.name}_{sweep.experiment}" + (f"_{sweep.table.name}" if sweep.table.name else "")
+        spec = sweep.table.spec
         if sweep.kind == METHODS:
             table = tables.build_table(
-                jobs, sweep.experiment, expected=profile.methods, seeds=profile.seeds, machine=machine, title=sweep.table.title
+                jobs,
+                sweep.experiment,
+                expected=profile.methods,
+                seeds=profile.seeds,
+                machine=machine,
+                title=sweep.table.title,
+                forget_spec=spec,
             )
         else:
             stem += "_lambda"
@@ -162,7 +190,13 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
         outputs = [(stem, table)]
         if sweep.kind == METHODS:
             forgotten = tables.robustness_table(
-                jobs, sweep.experiment, expected=profile.methods, seeds=profile.seeds, machine=machine, title=sweep.table.title
+                jobs,
+                sweep.experiment,
+                expected=profile.methods,
+                seeds=profile.seeds,
+                machine=machine,
+                title=sweep.table.title,
+                forget_spec=spec,
             )
             written.forgotten.append(forgotten)
             outputs.append((f"{stem}_forgotten", forgotten))
@@ -174,10 +208,26 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
     return written
 
 
+def wall_time(seconds: float) -> str:
+    """``4865 s (1 h 21 min 5 s)``: the seconds, and hours and minutes once there are any."""
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
+    parts = ([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if hours or minutes else []) + [f"{secs} s"]
+    return f"{whole} s" + (f" ({' '.join(parts)})" if whole >= 60 else "")
+
+
 def reproduce(
     profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: Path, tables_only: bool = False, resume: bool = False, log=print
 ) -> int:
-    """Run the sweeps (unless ``tables_only``), write the tables; 0 only when every job finished ok."""
+    """Run the sweeps (unless ``tables_only``), write the tables, log the profile's wall time last; 0 only when
+    every job finished ok."""
+    start = time.perf_counter()
+    code = _reproduce(profile, sweeps, out_dir, runs_root, tables_only, resume, log)
+    log(f"[reproduce] wall time of profile {profile.name}: {wall_time(time.perf_counter() - start)}.")
+    return code
+
+
+def _reproduce(profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: Path, tables_only: bool, resume: bool, log) -> int:
     machine_file = runs_root / profile.name / MACHINE_FILE
     codes: dict[str, int] = {}
     if tables_only:
@@ -193,7 +243,7 @@ def reproduce(
         log(table_render.to_markdown(table))
     failed = sum(t.failed for t in written.tables)
     total = sum(t.jobs for t in written.tables)
-    empty = [f"{s.experiment} ({s.dir.name})" for s, t in zip(sweeps, written.tables) if not any(r.n for r in t.rows)]
+    empty = [f"{s.experiment} ({s.dir.name})" for s, t in zip(sweeps, written.tables) if s.runs and not any(r.n for r in t.rows)]
     log(f"[reproduce] wrote {len(written.files)} files under {out_dir}: " + ", ".join(p.name for p in written.files))
     if written.missing_plots:
         log("[reproduce] no λ plot to copy (the sweep summary did not write it): " + ", ".join(written.missing_plots))

@@ -78,7 +78,9 @@ ROBUSTNESS_UNITS = (
     "AUC_Retrain. Definitions: docs/robustness.md."
 )
 
-# The field's order and names; methods not listed follow in the order they appear.
+# The field's order and names; methods not listed follow in the order they appear. A table lists Retrain
+# first and then groups the others by the data they read (famr_cli.reproduce.method_reads), each group in
+# this order. A name here is only a label: a method runs in famr-reproduce once profiles.ALL_METHODS has it.
 METHOD_NAMES = {
     "retrain": "Retrain",
     "famr": "FAMR",
@@ -93,6 +95,15 @@ METHOD_NAMES = {
     "salun": "SalUn",
     "ssd": "SSD",
     "scrub": "SCRUB",
+    "neggrad_plus": "NegGrad+",
+    "bad_teacher": "Bad Teacher",
+    "cf_k": "CF-k",
+    "eu_k": "EU-k",
+    "boundary_shrink": "Boundary Shrink",
+    "boundary_expand": "Boundary Expanding",
+    "unsir": "UNSIR",
+    "fisher": "Fisher",
+    "jit": "JiT",
 }
 LATEX_NAMES = {"l1_sparse": r"$\ell_1$-sparse"}
 HIGHLIGHT = "famr"  # bold in Markdown and LaTeX

@@ -1,7 +1,9 @@
 """The comparison tables: jobs' results.json -> mean ± std over seeds, ready to render.
 
-Pure Python (no torch): one :class:`Table` per experiment, one :class:`Row` per method in the field's
-order, the columns of ``scripts/summarize.py --compare`` (UA, RA, TA, forget-test accuracy,
+One :class:`Table` per experiment, one :class:`Row` per method: Retrain (the reference) first, then the
+methods grouped by the training data they read (:mod:`famr_cli.reproduce.method_reads`: D_f only, D_f + D_r,
+D_r only, all of D), each group in the field's order; a method not defined for the table's forget spec keeps
+its row, which says why it is empty. The columns of ``scripts/summarize.py --compare`` (UA, RA, TA, forget-test accuracy,
 MIA-Efficacy, Avg. Gap, RTE in seconds and in percent of Retrain). Cells hold the mean and the sample
 standard deviation (n − 1) over the seeds whose job finished ok; a cell whose number of seeds differs
 from the table's says so (``(n=1)``), and rows with failed jobs are marked † and footnoted.
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from famr_cli.famr_definition import row_key, row_label
+from famr_cli.reproduce.method_reads import Reads, grouped, reads_of_row
 from famr_cli.reproduce.table_columns import (
     DAGGER,
     LATEX_NAMES,
@@ -58,6 +61,8 @@ class Row:
     stats: dict[str, Stat | None] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     trials: str = MISSING  # the search behind the method's values (its tuned file's tuned_by.trials)
+    reads: Reads | None = None  # the training data the method reads (method tables; None in the λ table)
+    refused: str | None = None  # why the method has no figures here, e.g. "defined for class forgetting only"
 
     @property
     def n(self) -> int:
@@ -79,6 +84,11 @@ class Table:
     tuned_on: str | None = None  # the forget sets the rows' searches scored, e.g. "forget.classes=[3]; forget.classes=[8]"
 
     @property
+    def grouped(self) -> bool:
+        """Whether the rows are methods grouped by the data they read (and the table has a reads column)."""
+        return self.kind == "method"
+
+    @property
     def jobs(self) -> int:
         return sum(r.n + len(r.failures) for r in self.rows)
 
@@ -96,7 +106,13 @@ class Table:
             parts.append(f"tuned values searched on other forget sets ({self.tuned_on}), never on the one reported")
         if self.failed:
             parts.append(f"{self.failed} of {self.jobs} jobs failed ({DAGGER})")
-        return "; ".join(parts) + ". " + self.units
+        return "; ".join(parts) + ". " + self.units + (" " + READS_NOTE if self.grouped else "")
+
+
+READS_NOTE = (
+    "reads = the training data the method's unlearning reads (D_f: the forget set, D_r: the retained set, D: both); "
+    "Retrain, the reference, first, then the methods grouped by it."
+)
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
@@ -152,6 +168,21 @@ def _forget_of_all(results: Iterable[dict[str, Any]]) -> str | None:
     return f"{unseeded.pop()} (a draw per seed)" if len(unseeded) == 1 else "; ".join(texts)
 
 
+def _method_config(jobs: list[Job]) -> dict[str, Any] | None:
+    """The ``method`` section the jobs of a row ran with (results.json's config), when one wrote it."""
+    return next((m for j in jobs if (m := ((j.results or {}).get("config") or {}).get("method"))), None)
+
+
+def forget_spec_of(jobs: Iterable[Job]) -> str | None:
+    """The forget spec (``forget=<name>``) the jobs ran, when they agree on one."""
+    specs = {
+        spec
+        for j in jobs
+        if (spec := j.overrides.get("forget") or (((j.results or {}).get("config") or {}).get("forget") or {}).get("name"))
+    }
+    return specs.pop() if len(specs) == 1 else None
+
+
 def _failure(job: Job) -> Failure:
     results = job.results or {}
     error = str(results.get("error") or ("no results.json (the job was killed or never started)" if job.results is None else ""))
@@ -173,12 +204,15 @@ def build_table(
     title: str = "Class forgetting",
     metrics: list[Metric] | None = None,
     units: str = UNITS,
+    forget_spec: str | None = None,
 ) -> Table:
     """One table over ``jobs``: rows grouped by ``key`` (the method by default), aggregated across seeds.
 
-    ``order`` fixes the order of the rows (keys not in it follow in the order they appear);
+    ``order`` fixes the order of the rows (keys not in it follow in the order they appear); a method table
+    (``kind="method"``) then lists Retrain first and the others grouped by the data they read.
     ``expected`` keys get a row even without any job, and ``seeds`` are the seeds planned: a planned
-    (key, seed) pair without a job counts as a missing job.
+    (key, seed) pair without a job counts as a missing job. A method not defined for ``forget_spec`` (by
+    default the spec the jobs ran) gets a row that says so, never a failure.
     """
     order = list(METHOD_NAMES) if order is None else order
     labels = METHOD_NAMES if labels is None else labels
@@ -187,16 +221,22 @@ def build_table(
     for job in jobs:
         groups.setdefault(key(job), []).append(job)
     wanted = [k for k in order if k in groups] + [k for k in groups if k not in order]
+    reads = {k: reads_of_row(k, _method_config(groups[k])) for k in wanted} if kind == "method" else {}
+    if reads:
+        wanted = grouped(wanted, reads.__getitem__)
+        forget_spec = forget_spec or forget_spec_of(j for j in jobs if j.ok)
     planned = sorted(set(seeds) | {s for j in jobs if (s := job_seed(j)) is not None})
     rows = []
     for name in wanted:
         members = groups[name]
         ok = [j for j in members if j.ok]
         label = row_label(name, labels)
-        row = Row(name, label, latex_labels.get(name, latex_escape(label)), seeds=[job_seed(j) for j in ok])
-        row.failures = [_failure(j) for j in members if not j.ok]
-        ran = {job_seed(j) for j in members}
-        row.failures += [Failure(s, "missing", "no job ran with this seed", "") for s in planned if s not in ran]
+        row = Row(name, label, latex_labels.get(name, latex_escape(label)), seeds=[job_seed(j) for j in ok], reads=reads.get(name))
+        row.refused = row.reads.refusal(forget_spec) if row.reads else None
+        if not row.refused:  # a method that refuses the spec never ran: nothing of it failed
+            row.failures = [_failure(j) for j in members if not j.ok]
+            ran = {job_seed(j) for j in members}
+            row.failures += [Failure(s, "missing", "no job ran with this seed", "") for s in planned if s not in ran]
         row.stats = {m.key: aggregate(m.get(j.results) for j in ok) for m in metrics or METRICS}
         row.trials = trials_behind(next((j.results for j in ok if j.results), None))
         rows.append(row)

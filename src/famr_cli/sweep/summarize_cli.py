@@ -10,6 +10,9 @@ useful for a sweep that was interrupted, or one run before the callback existed.
 rows are grouped over KEY and reduced to mean / worst case. With --compare, one row per job in the
 field's terms: UA, RA, TA, forget-test accuracy, MIA-Efficacy, Avg. Gap to Retrain
 and RTE (seconds and percent of Retrain's training time). --by and --compare only print.
+Every table lists Retrain first and groups the methods by the training data they read (a ``reads`` column
+after ``method``; :mod:`famr_cli.reproduce.method_reads`); a job refused because its method is not defined
+for its forget spec says so instead of showing a failure.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from famr_cli.famr_definition import row_key
+from famr_cli.reproduce.method_reads import Reads, group_rank, reads_of_row, refused_cell
+from famr_cli.reproduce.tables import forget_spec_of, job_method
+from famr_cli.sweep.jobs import Job
 from famr_cli.sweep.jobs import load_jobs as load_sweep_jobs
 from famr_cli.sweep.summary import SUMMARY_MD, write_summary
 
@@ -32,9 +37,19 @@ FIGURES = [
 ]
 
 
-def load_jobs(sweep_dir: Path) -> list[tuple[dict[str, str], dict]]:
-    """(swept overrides, results) of every job that wrote a results.json."""
-    return [(job.overrides, job.results) for job in load_sweep_jobs(sweep_dir) if job.results is not None]
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job that wrote a results.json."""
+    return [job for job in load_sweep_jobs(sweep_dir) if job.results is not None]
+
+
+def _reads(job: Job) -> Reads:
+    """What the job's method reads: from the config it ran, else its option's YAML."""
+    return reads_of_row(job_method(job), ((job.results or {}).get("config") or {}).get("method"))
+
+
+def _by_reads(jobs: list[Job]) -> list[Job]:
+    """Retrain first, then the jobs grouped by the data their method reads, in job order within a group."""
+    return sorted(jobs, key=lambda job: group_rank(job_method(job), _reads(job)))
 
 
 def figure(results: dict, fn) -> float | None:
@@ -48,13 +63,17 @@ def fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def table(jobs, by: str | None) -> str:
+def table(jobs: list[Job], by: str | None) -> str:
     # Overrides that every job shares (e.g. progress=false) are not what the sweep varied.
-    varied = {k for swept, _ in jobs for k in swept if len({s.get(k) for s, _ in jobs}) > 1}
+    varied = {k for job in jobs for k in job.overrides if len({j.overrides.get(k) for j in jobs}) > 1}
     keys = sorted(varied - {by})
+    # A sweep over the method: Retrain first, then the methods by the data they read, in a reads column after method.
+    if "method" in keys:
+        keys.insert(keys.index("method") + 1, "reads")
+        jobs = _by_reads(jobs)
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for swept, results in jobs:
-        groups[tuple(swept.get(k, "") for k in keys)].append(results)
+    for job in jobs:
+        groups[tuple(_reads(job).label if k == "reads" else job.overrides.get(k, "") for k in keys)].append(job.results)
     if by:
         head = keys + ["jobs", "forget_test mean", "forget_test max", "d_retain mean", "d_retain worst", "status"]
     else:
@@ -93,18 +112,23 @@ COMPARE = [
 ]
 
 
-def compare_table(jobs) -> str:
-    head = ["method", *(name for name, _ in COMPARE)]
+def compare_table(jobs: list[Job]) -> str:
+    head = ["method", "reads", *(name for name, _ in COMPARE)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, results in jobs:
+    for job in _by_reads(jobs):
+        results, reads = job.results, _reads(job)
+        # A FAMR run that changed FAMR's definition says what it changed instead of "famr".
+        name = job_method(job)
         if results.get("status") != "ok":
-            lines.append("| " + " | ".join([results.get("method", "?"), *(["–"] * (len(head) - 2)), results.get("status", "?")]) + " |")
+            why = reads.refusal(forget_spec_of([job]))
+            cells = (
+                [refused_cell(why), *(["–"] * (len(COMPARE) - 1))] if why else [*(["–"] * (len(COMPARE) - 1)), results.get("status", "?")]
+            )
+            lines.append("| " + " | ".join([name, reads.label, *cells]) + " |")
             continue
         unlearned = results["metrics"]["unlearned"]
         cells = [fmt(None if (v := fn(unlearned, results)) is None else float(v)) for _, fn in COMPARE]
-        # A FAMR run that changed FAMR's definition says what it changed instead of "famr".
-        name = row_key((results.get("config") or {}).get("method") or {}, results["method"])
-        lines.append("| " + " | ".join([name, *cells]) + " |")
+        lines.append("| " + " | ".join([name, reads.label, *cells]) + " |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,9 @@
 """A sweep's summary: one row per job (what it varied, how it did), written as summary.csv and summary.md.
 
+Rows list Retrain first, then the jobs grouped by the training data their method reads
+(:mod:`famr_cli.reproduce.method_reads`), in job order within a group; the ``reads`` column names it
+(after ``method`` in summary.md, last in summary.csv so that the earlier columns keep their places).
+
 The headline pair is the one a λ sweep trades off: accuracy on what should be forgotten and on what
 should be kept. For class forgetting that is forgotten-class vs retained-class *test* accuracy; a
 sample spec has no forgotten test images, so its forget figure is the forget set's own accuracy.
@@ -10,10 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from famr_cli.reproduce.method_reads import Reads, group_rank, reads_of_row, refused_cell
+from famr_cli.reproduce.tables import forget_spec_of, job_method
 from famr_cli.sweep.jobs import Job, load_jobs, varied_keys
 
 SUMMARY_CSV = "summary.csv"
@@ -77,15 +83,32 @@ class SweepSummary:
     sweep_dir: Path
     jobs: list[Job]
     keys: list[str]  # the swept override keys, in the order they first appear
+    _reads: dict[Path, Reads] = field(default_factory=dict, repr=False)
 
     @property
     def failed(self) -> list[Job]:
         return [job for job in self.jobs if not job.ok]
 
+    def reads(self, job: Job) -> Reads:
+        """What the job's method reads (from the config it ran, else its option's YAML), looked up once."""
+        if job.dir not in self._reads:
+            config = ((job.results or {}).get("config") or {}).get("method")
+            self._reads[job.dir] = reads_of_row(job_method(job), config)
+        return self._reads[job.dir]
+
+    def refusal(self, job: Job) -> str | None:
+        """Why a job that did not finish ok was refused: its method is not defined for the job's forget spec."""
+        return None if job.ok else self.reads(job).refusal(forget_spec_of([job]))
+
+    def ordered_jobs(self) -> list[Job]:
+        """Retrain first, then by the data the method reads, in job order within a group."""
+        return sorted(self.jobs, key=lambda job: group_rank(job_method(job), self.reads(job)))
+
     def row(self, job: Job) -> dict[str, Any]:
         row: dict[str, Any] = {"job": job.dir.name, **{k: job.overrides.get(k, "") for k in self.keys}}
         # A method sweep's swept key *is* the method column: keep one, not a duplicate CSV header.
         row.setdefault("method", (job.results or {}).get("method", ""))
+        row["reads"] = self.reads(job).label
         row["status"] = job.status
         for name, path in FIGURES:
             value = _number(_get(job.results, path)) if job.ok else None
@@ -95,7 +118,7 @@ class SweepSummary:
         return row
 
     def rows(self) -> list[dict[str, Any]]:
-        return [self.row(job) for job in self.jobs]
+        return [self.row(job) for job in self.ordered_jobs()]
 
     def references(self) -> dict[str, dict[str, Any]]:
         """The original model's and Retrain's scores, as the first finished job measured them.
@@ -131,7 +154,9 @@ def _cell(value: Any) -> str:
 
 def to_csv(summary: SweepSummary) -> str:
     rows = summary.rows()
-    columns = list(dict.fromkeys(["job", *summary.keys, "method", "status", *(name for name, _ in FIGURES), "original_cached", "error"]))
+    columns = list(
+        dict.fromkeys(["job", *summary.keys, "method", "status", *(name for name, _ in FIGURES), "original_cached", "error", "reads"])
+    )
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -157,9 +182,15 @@ MD_FIGURES = [
 
 
 def to_markdown(summary: SweepSummary) -> str:
-    rows = summary.rows()
+    jobs = summary.ordered_jobs()
+    rows = [summary.row(job) for job in jobs]
+    for job, row in zip(jobs, rows):
+        if why := summary.refusal(job):
+            row["status"] = refused_cell(why)  # not a failure of the method: it is not defined for this forget spec
     ok = len(summary.jobs) - len(summary.failed)
-    head = list(dict.fromkeys(["job", *summary.keys, "method", *MD_FIGURES, "status"]))
+    head = list(dict.fromkeys(["job", *summary.keys, "method"]))
+    head.insert(head.index("method") + 1, "reads")
+    head += [*MD_FIGURES, "status"]
     lines = [
         f"# Sweep summary: {summary.sweep_dir}",
         "",

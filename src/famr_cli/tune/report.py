@@ -4,7 +4,8 @@
     python -m famr_cli.tune.report outputs/tuning/cifar10_cpu/class --trials  # and every trial
 
 Reads only the JSON-lines trials files famr-tune writes (``<dir>/<method>/trials.jsonl``). A trial scored on
-several forget sets shows their mean figures and each set's Avg. Gap.
+several forget sets shows their mean figures and each set's Avg. Gap. Methods come grouped by the training
+data they read (the ``reads`` column; :mod:`famr_cli.reproduce.method_reads`), as in every famr table.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from famr_cli.reproduce.method_reads import field_order, grouped, reads_of_option
 from famr_cli.tune.study import OK, best_trial, distinct_settings, read_trials
 
 
@@ -50,17 +52,37 @@ def per_set_gaps(record: dict[str, Any] | None) -> str:
     return " / ".join(_f(s.get("objective")) for s in sets) or "–"
 
 
+def studies(root: Path) -> list[Path]:
+    """The method folders under ``root`` holding a trials file, grouped by the data the method reads, each group in the field's order."""
+    found = {p.name: p for p in root.iterdir() if (p / "trials.jsonl").is_file()}
+    return [found[name] for name in grouped(field_order(found), reads_of_option)]
+
+
 def summary_table(root: Path) -> str:
-    head = ["method", "trials", "accepted", "trial seconds", "best Avg. Gap (val)", "best values", "UA", "RA", "TA", "forget acc", "MIA"]
+    head = [
+        "method",
+        "reads",
+        "trials",
+        "accepted",
+        "trial seconds",
+        "best Avg. Gap (val)",
+        "best values",
+        "UA",
+        "RA",
+        "TA",
+        "forget acc",
+        "MIA",
+    ]
     head.append("Avg. Gap per forget set")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for study in sorted(p for p in root.iterdir() if (p / "trials.jsonl").is_file()):
+    for study in studies(root):
         records = read_trials(study / "trials.jsonl")
         tried = distinct_settings(records)
         best = best_trial(records)
         scores = mean_scores(best or {})
         cells = [
             study.name,
+            reads_of_option(study.name).label,
             str(len(tried)),
             str(sum(r["state"] == OK for r in tried)),
             f"{sum(r.get('wall_s') or 0 for r in records):.0f}",
@@ -75,7 +97,7 @@ def summary_table(root: Path) -> str:
 
 def trials_table(study: Path) -> str:
     head = ["trial", "values", "state", "Avg. Gap", "per forget set", "UA", "RA", "TA", "forget acc", "MIA", "s"]
-    lines = [f"**{study.name}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"**{study.name}** (reads {reads_of_option(study.name).label})", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in read_trials(study / "trials.jsonl"):
         scores = mean_scores(r)
         state = r["state"] + (f" ({r['reason']})" if r.get("reason") else "")
@@ -95,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary_table(args.root))
     if args.trials:
-        for study in sorted(p for p in args.root.iterdir() if (p / "trials.jsonl").is_file()):
+        for study in studies(args.root):
             print(trials_table(study))
     return 0
 
