@@ -187,6 +187,19 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch at one thread for the test: the methods' mechanics tests train tiny models, and one thread avoids
+    intra-op spin-waits that make them up to 100x slower on a busy CPU. A module takes it for all its tests with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # here: the xdist controller loads this file too, and torch's import costs seconds
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 RESULTS_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results.schema.json").read_text())
 
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import copy
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
-from omegaconf import OmegaConf
 
 from famr_cli import api
 from famr_cli.dataset import ImageData
@@ -27,34 +24,9 @@ from famr_cli.method import UnlearnContext
 from famr_cli.method.boundary_expand import BoundaryExpand, shadow_row
 from famr_cli.method.boundary_shrink import Attack, BoundaryShrink, PixelBox, nearest_labels
 from famr_cli.method.unsir import UNSIR, ImpairBatches, learn_noise, retained_subset
-from tiny_problem import tiny_problem
+from tiny_problem import CPU, assert_one_sentence_naming, method_from_yaml, tiny_problem
 
-CPU = torch.device("cpu")
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids intra-op spin-waits that make them slow on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _yaml(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
-
-
-def _build(cls, name: str, **overrides):
-    return cls(OmegaConf.create({**_yaml(name), **overrides}))
-
-
-def _one_sentence_naming(err: pytest.ExceptionInfo, key: str) -> None:
-    message = str(err.value)
-    assert key in message, message
-    assert message.endswith(".") and "\n" not in message, message
-    assert ". " not in message.replace("e.g. ", ""), message
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- A 2-feature, 3-class linear problem whose gradients are worked out by hand -------------------
@@ -97,12 +69,12 @@ def _hand_fgsm(x: torch.Tensor, y: int, eps: float) -> tuple[torch.Tensor, int]:
 
 def test_shipped_defaults_are_the_official_recipes():
     for name, cls in (("boundary_shrink", BoundaryShrink), ("boundary_expand", BoundaryExpand)):
-        s = _build(cls, name).settings
+        s = method_from_yaml(cls, name).settings
         assert (s.optimizer, s.lr, s.momentum, s.weight_decay, s.schedule) == ("sgd", 1e-5, 0.9, 0.0, "constant")
         assert (s.epochs, s.batch_size, s.augment, s.bn) == (10, 64, False, "train")
-    s = _build(BoundaryShrink, "boundary_shrink").settings
+    s = method_from_yaml(BoundaryShrink, "boundary_shrink").settings
     assert (s.attack, s.bound, s.pgd_step, s.pgd_iters, s.random_start) == ("fgsm", 0.1, 8 / 255, 5, False)
-    s = _build(UNSIR, "unsir").settings
+    s = method_from_yaml(UNSIR, "unsir").settings
     assert (s.optimizer, s.lr, s.epochs, s.repair_lr, s.repair_epochs, s.batch_size, s.weight_decay) == ("adam", 0.02, 1, 0.01, 1, 256, 0.0)
     assert (s.noise_samples, s.noise_steps, s.noise_lr, s.noise_l2, s.noise_bn) == (256, 40, 0.1, 0.1, "train")
     assert (s.noise_copies, s.noise_rows) == (20, "channels")  # the notebook's impair set: 20 copies of the first 3 (C) images
@@ -112,7 +84,7 @@ def test_shipped_defaults_are_the_official_recipes():
 def test_the_three_are_class_forgetting_methods_and_declare_what_they_read():
     reads = {"boundary_shrink": "forget", "boundary_expand": "forget", "unsir": "forget+retain"}
     for (name, read), cls in zip(reads.items(), (BoundaryShrink, BoundaryExpand, UNSIR)):
-        method = _build(cls, name)
+        method = method_from_yaml(cls, name)
         assert method.data_read == read and method.forget_specs == ("class",)
         method.check_forget("class")
         with pytest.raises(FamrError) as err:
@@ -192,7 +164,7 @@ def test_shrink_fine_tunes_towards_the_labels_of_the_frozen_originals_neighbours
     model, ctx = _linear_model(), _linear_ctx()
     labels = [_hand_fgsm(X[i], 0, 0.5)[1] for i in range(3)]
     assert labels == [1, 0, 2]
-    report = _build(BoundaryShrink, "boundary_shrink", lr=2.0, epochs=2, batch_size=3, bound=0.5).unlearn(model, ctx)
+    report = method_from_yaml(BoundaryShrink, "boundary_shrink", lr=2.0, epochs=2, batch_size=3, bound=0.5).unlearn(model, ctx)
     w0, b0 = W.double(), torch.zeros(3, dtype=torch.float64)
     g_w1, g_b1 = _hand_ce_gradient(w0, b0, labels)
     w1, b1 = w0 - 2 * g_w1, b0 - 2 * g_b1
@@ -213,7 +185,7 @@ def test_shrink_random_start_follows_the_runs_seed_not_the_global_generator():
     def run(seed: int, global_seed: int) -> list[torch.Tensor]:
         data, split, model = tiny_problem(fit_steps=30)
         torch.manual_seed(global_seed)
-        method = _build(BoundaryShrink, "boundary_shrink", lr=0.05, epochs=2, batch_size=8, bound=0.3, random_start=True)
+        method = method_from_yaml(BoundaryShrink, "boundary_shrink", lr=0.05, epochs=2, batch_size=8, bound=0.3, random_start=True)
         report = method.unlearn(model, UnlearnContext(data, split, CPU, seed=seed))
         return [p.detach().clone() for p in model.parameters()] + [torch.tensor(report.certificate["attack_success"])]
 
@@ -228,8 +200,8 @@ def test_shrink_random_start_follows_the_runs_seed_not_the_global_generator():
 )
 def test_shrink_refuses_bad_options_with_one_sentence(key, value):
     with pytest.raises(FamrError) as err:
-        _build(BoundaryShrink, "boundary_shrink", **{key: value})
-    _one_sentence_naming(err, f"method.{key}")
+        method_from_yaml(BoundaryShrink, "boundary_shrink", **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 # --- Boundary Expanding ------------------------------------------------------------------------
@@ -245,7 +217,7 @@ def test_expand_prunes_back_to_k_rows_and_moves_d_f_mass_off_its_class():
     data, split, model = tiny_problem(fit_steps=200)
     head, keys = model[-1], set(model.state_dict())
     before = _forget_probability(model, data, split)
-    report = _build(BoundaryExpand, "boundary_expand", lr=0.05, epochs=5, batch_size=8).unlearn(
+    report = method_from_yaml(BoundaryExpand, "boundary_expand", lr=0.05, epochs=5, batch_size=8).unlearn(
         model, UnlearnContext(data, split, CPU, seed=0)
     )
     assert model[-1] is head and model.get_classifier().weight.shape == (3, 64) and model.get_classifier().bias.shape == (3,)
@@ -270,7 +242,7 @@ def test_expand_head_rows_are_those_of_a_widened_layer_trained_then_pruned():
         optimizer.zero_grad()
         F.cross_entropy(widened(X[:3]), torch.full((3,), 3)).backward()
         optimizer.step()
-    _build(BoundaryExpand, "boundary_expand", lr=0.5, epochs=3, batch_size=3).unlearn(model, ctx)
+    method_from_yaml(BoundaryExpand, "boundary_expand", lr=0.5, epochs=3, batch_size=3).unlearn(model, ctx)
     assert torch.allclose(model[1].weight, widened.weight[:3], atol=1e-6)
     assert torch.allclose(model[1].bias, widened.bias[:3], atol=1e-6)
     assert not torch.allclose(model[1].weight, W, atol=1e-3)  # the K rows moved with the shadow class
@@ -285,26 +257,26 @@ def test_shadow_row_is_one_row_of_a_xavier_normal_k_plus_1_layer_seeded_by_the_r
 
 
 def test_expand_refuses_a_model_without_a_linear_head():
-    method = _build(BoundaryExpand, "boundary_expand")
+    method = method_from_yaml(BoundaryExpand, "boundary_expand")
     method.check_model(_linear_model())
     for model in (nn.Sequential(nn.Flatten(), nn.Linear(2, 3)), nn.Identity()):
         with pytest.raises(FamrError) as err:
             method.check_model(model)
-        _one_sentence_naming(err, "get_classifier()")
+        assert_one_sentence_naming(err, "get_classifier()")
 
 
 @pytest.mark.parametrize(("key", "value"), [("bn", "frozen"), ("epochs", 0), ("batch_size", 0), ("lr", -1)])
 def test_expand_refuses_bad_options_with_one_sentence(key, value):
     with pytest.raises(FamrError) as err:
-        _build(BoundaryExpand, "boundary_expand", **{key: value})
-    _one_sentence_naming(err, f"method.{key}")
+        method_from_yaml(BoundaryExpand, "boundary_expand", **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 # --- UNSIR: the noise ----------------------------------------------------------------------------
 
 
 def _unsir_settings(**overrides):
-    return _build(UNSIR, "unsir", **overrides).settings
+    return method_from_yaml(UNSIR, "unsir", **overrides).settings
 
 
 def test_noise_objective_is_minus_ce_plus_l2_by_its_first_adam_step():
@@ -390,7 +362,7 @@ def test_unsir_impairs_on_noise_labelled_with_its_class_then_repairs_on_the_reta
     logged: list[dict] = []
     ctx = _linear_ctx(forget_class=1, log_metrics=logged.append)
     options = dict(noise_samples=5, noise_copies=3, noise_steps=2, retain_per_class=1, batch_size=4, lr=0.02, repair_lr=0.01)
-    report = _build(UNSIR, "unsir", **options).unlearn(_linear_model(), ctx)
+    report = method_from_yaml(UNSIR, "unsir", **options).unlearn(_linear_model(), ctx)
     noise_steps, impair, repair = calls[:2], calls[2:4], calls[4:]
     assert noise_steps == [[1] * 5, [1] * 5]
     # Impair: 6 noise rows labelled 1 plus the first retained row of classes 0 and 2 (rows 0 and 4), in 2 batches of <= 4.
@@ -400,10 +372,10 @@ def test_unsir_impairs_on_noise_labelled_with_its_class_then_repairs_on_the_reta
     assert [m["unlearn/lr"] for m in logged] == [0.02, 0.01]
     assert report.certificate["retain_subset"] == 2 and report.certificate["noise_impair_rows"] == 6
     calls.clear()
-    _build(UNSIR, "unsir", **options, repair_epochs=0).unlearn(_linear_model(), ctx)
+    method_from_yaml(UNSIR, "unsir", **options, repair_epochs=0).unlearn(_linear_model(), ctx)
     assert len(calls) == 4  # impair only
     calls.clear()
-    report = _build(UNSIR, "unsir", **options, noise_rows="all").unlearn(_linear_model(), ctx)
+    report = method_from_yaml(UNSIR, "unsir", **options, noise_rows="all").unlearn(_linear_model(), ctx)
     assert sorted(sum(calls[2:7], [])) == [0] + [1] * 15 + [2] and report.certificate["noise_impair_rows"] == 15  # 5 images x 3
 
 
@@ -411,7 +383,7 @@ def test_unsir_is_reproducible_from_the_seed():
     def run(seed: int) -> list[torch.Tensor]:
         data, split, model = tiny_problem(fit_steps=30)
         options = dict(noise_samples=8, noise_copies=2, noise_steps=3, retain_per_class=10, batch_size=8)
-        _build(UNSIR, "unsir", **options).unlearn(model, UnlearnContext(data, split, CPU, seed=seed))
+        method_from_yaml(UNSIR, "unsir", **options).unlearn(model, UnlearnContext(data, split, CPU, seed=seed))
         return [p.detach().clone() for p in model.parameters()]
 
     first, second, other = run(1), run(1), run(2)
@@ -436,16 +408,16 @@ def test_unsir_is_reproducible_from_the_seed():
 )
 def test_unsir_refuses_bad_options_with_one_sentence(key, value):
     with pytest.raises(FamrError) as err:
-        _build(UNSIR, "unsir", **{key: value})
-    _one_sentence_naming(err, f"method.{key}")
+        method_from_yaml(UNSIR, "unsir", **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 def test_unsir_refuses_a_forget_set_without_forgotten_classes():
     data, split, model = tiny_problem()
     sample_split = ForgetSplit(split.forget_train, split.retain_train, split.forget_test, split.retain_test, "samples", [])
     with pytest.raises(FamrError) as err:
-        _build(UNSIR, "unsir").unlearn(model, UnlearnContext(data, sample_split, CPU, seed=0))
-    _one_sentence_naming(err, "forget=class")
+        method_from_yaml(UNSIR, "unsir").unlearn(model, UnlearnContext(data, sample_split, CPU, seed=0))
+    assert_one_sentence_naming(err, "forget=class")
 
 
 # --- Where the class-only rule is enforced: famr-run's checks and the Python API -----------------

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-import yaml
-from omegaconf import OmegaConf
 
 import famr_cli.method.jit as jit_module
 from famr_cli.dataset import ImageData
@@ -26,48 +23,25 @@ from famr_cli.forget import ForgetSplit
 from famr_cli.method import UnlearnContext
 from famr_cli.method.fisher import FisherForgetting, noise_generator, retain_fisher, scrub_
 from famr_cli.method.jit import JiT, lipschitz_loss, perturbed
-from tiny_problem import tiny_problem
+from tiny_problem import CPU, assert_one_sentence_naming, linear_problem, method_from_yaml, tiny_problem
+from tiny_problem import LINEAR_RETAIN as RETAIN
+from tiny_problem import LINEAR_X as X
 
-CPU = torch.device("cpu")
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids intra-op spin-waits that make them slow on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _shipped(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
-
-
-def _build(cls, name: str, **overrides):
-    return cls(OmegaConf.create({**_shipped(name), **overrides}))
-
-
-def _one_sentence_naming(err: pytest.ExceptionInfo, key: str) -> None:
-    message = str(err.value)
-    assert f"method.{key}" in message, message
-    assert message.endswith(".") and "\n" not in message, message
-    assert ". " not in message.replace("e.g. ", ""), message
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- Shipped defaults are the official recipes --------------------------------------------------
 
 
 def test_shipped_fisher_defaults_are_unlearn_sparse_fisher_new_with_golatkars_alpha():
-    method = _build(FisherForgetting, "fisher")
+    method = method_from_yaml(FisherForgetting, "fisher")
     s = method.settings
     assert (s.alpha, s.fisher_batch_size, s.augment) == (1e-6, 32, True)
     assert method.data_read == "retain" and method.forget_specs is None
 
 
 def test_shipped_jit_defaults_are_the_official_cnn_recipe():
-    method = _build(JiT, "jit")
+    method = method_from_yaml(JiT, "jit")
     s = method.settings
     assert (s.optimizer, s.lr, s.momentum, s.weight_decay) == ("sgd", 3e-4, 0.0, 0.0)
     assert (s.sigma, s.perturbations, s.batch_size, s.epochs) == (0.5, 25, 128, 1)
@@ -77,31 +51,7 @@ def test_shipped_jit_defaults_are_the_official_cnn_recipe():
 
 # --- Fisher: the diagonal Fisher of D_r ---------------------------------------------------------
 
-# Eight 3-feature samples of 3 interleaved classes; class 0 (rows 1, 4, 7) is forgotten, D_r = rows 0, 2, 3, 5, 6.
-X = torch.tensor(
-    [
-        [0.5, -1.0, 2.0],
-        [1.5, 0.0, -0.5],
-        [-1.0, 1.0, 0.5],
-        [0.0, 2.0, -1.5],
-        [2.0, -0.5, 1.0],
-        [-0.5, -1.5, 0.0],
-        [1.0, 1.0, 1.0],
-        [-2.0, 0.5, -1.0],
-    ]
-)
-Y = torch.tensor([1, 0, 2, 1, 0, 2, 1, 0])
-FORGET, RETAIN = torch.tensor([1, 4, 7]), torch.tensor([0, 2, 3, 5, 6])
-
-
-def _linear_problem(forgotten_classes: list[int]):
-    torch.manual_seed(3)
-    # Float images with mean 0 and std 1 reach the model unchanged (famr_cli.augment.normalize).
-    data = ImageData(X.view(8, 1, 1, 3), Y, X[:2].view(2, 1, 1, 3), Y[:2], ["a", "b", "c"], (0.0,), (1.0,))
-    split = ForgetSplit(FORGET, RETAIN, torch.tensor([1]), torch.tensor([0]), "test split", forgotten_classes)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
-    model.get_classifier = lambda: model[1]
-    return data, split, model, UnlearnContext(data, split, CPU, seed=0)
+# On the eight-sample linear problem (tiny_problem.LINEAR_X): class 0 (rows 1, 4, 7) is forgotten, D_r = rows 0, 2, 3, 5, 6.
 
 
 def _hand_fisher(model: nn.Sequential, batches: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +71,7 @@ def _hand_fisher(model: nn.Sequential, batches: list[list[int]]) -> tuple[torch.
 
 
 def test_fisher_is_the_batch_mean_probability_weighted_squared_gradient_over_d_r_batches():
-    data, split, model, ctx = _linear_problem([0])
+    data, split, model, ctx = linear_problem()
     params = list(model.parameters())
     got = retain_fisher(model, ctx, params, 2, augment=True)
     # D_r in dataset order, batches of 2: rows (0, 2), (3, 5), (6).
@@ -134,7 +84,7 @@ def test_fisher_is_the_batch_mean_probability_weighted_squared_gradient_over_d_r
 
 def test_fisher_with_batches_of_one_is_golatkars_per_sample_expectation_by_autograd():
     """Batch 1: (1/n) sum_i sum_y p_iy (d/dtheta -log p_iy)^2, each gradient from a fresh autograd pass."""
-    data, split, model, ctx = _linear_problem([0])
+    data, split, model, ctx = linear_problem()
     params = list(model.parameters())
     got = retain_fisher(model, ctx, params, 1, augment=True)
     want = [torch.zeros_like(p) for p in params]
@@ -151,7 +101,7 @@ def test_fisher_pass_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone():
     data, split, model = tiny_problem(fit_steps=30)
     model.train()
     stats = copy.deepcopy(model[1].state_dict())
-    _build(FisherForgetting, "fisher", fisher_batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(FisherForgetting, "fisher", fisher_batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     assert model.training  # the caller's mode is restored
     assert torch.equal(model[1].running_mean, stats["running_mean"]) and torch.equal(model[1].running_var, stats["running_var"])
     assert int(model[1].num_batches_tracked) == int(stats["num_batches_tracked"])
@@ -230,7 +180,7 @@ def _sample_split(split: ForgetSplit) -> ForgetSplit:
 def test_unlearn_with_alpha_zero_leaves_the_model_bit_identical_unless_a_class_is_forgotten():
     data, split, model = tiny_problem(fit_steps=30)
     original = copy.deepcopy(model.state_dict())
-    method = _build(FisherForgetting, "fisher", alpha=0.0, fisher_batch_size=8)
+    method = method_from_yaml(FisherForgetting, "fisher", alpha=0.0, fisher_batch_size=8)
     method.unlearn(model, UnlearnContext(data, _sample_split(split), CPU, seed=0))
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
     # forget=class: only class 0's head row (weight row and bias entry) is redrawn, from N(0, 1e-3).
@@ -244,9 +194,9 @@ def test_unlearn_with_alpha_zero_leaves_the_model_bit_identical_unless_a_class_i
 
 
 def test_unlearn_draws_the_noise_on_the_fisher_of_d_r_from_the_runs_seed():
-    data, split, model, ctx = _linear_problem([0])
+    data, split, model, ctx = linear_problem()
     original = copy.deepcopy(model)
-    _build(FisherForgetting, "fisher", alpha=0.05, fisher_batch_size=2).unlearn(model, ctx)
+    method_from_yaml(FisherForgetting, "fisher", alpha=0.05, fisher_batch_size=2).unlearn(model, ctx)
     f_w, f_b = _hand_fisher(original, [[0, 2], [3, 5], [6]])
     # Head only: v = alpha * min(1/F, 100) (weight: mean over its 3 inputs) x10; class 0's row reset.
     var_w = (0.05 * (1 / (f_w + 1e-8)).clamp(max=100).mean(1, keepdim=True) * 10).expand(3, 3).clone()
@@ -331,7 +281,7 @@ def test_one_jit_step_is_minus_lr_times_the_loss_gradient_and_lowers_the_ratio(m
     loss_before = _hand_loss(original, x, copies)
     grads = torch.autograd.grad(loss_before, list(original.parameters()))
     _fixed_copies(monkeypatch, copies)
-    report = _build(JiT, "jit", lr=3e-4, perturbations=3, batch_size=4, bn="eval").unlearn(model, ctx)
+    report = method_from_yaml(JiT, "jit", lr=3e-4, perturbations=3, batch_size=4, bn="eval").unlearn(model, ctx)
     for new, old, g in zip(model.parameters(), original.parameters(), grads):
         assert torch.allclose(new.detach(), old.detach() - 3e-4 * g, rtol=1e-5, atol=1e-8)
     assert report.epoch_losses == [pytest.approx(loss_before.item(), rel=1e-6)]
@@ -359,7 +309,7 @@ def test_jit_accumulates_gradients_over_the_pass_as_the_official_code(monkeypatc
         torch._foreach_add_(params, step2, alpha=-lr)
     _fixed_copies(monkeypatch, [c1, c2])
     overrides = dict(lr=lr, perturbations=1, batch_size=2, bn="eval", accumulate_grads=accumulate)
-    report = _build(JiT, "jit", **overrides).unlearn(model, ctx)
+    report = method_from_yaml(JiT, "jit", **overrides).unlearn(model, ctx)
     assert all(torch.allclose(a.detach(), b.detach(), rtol=1e-5, atol=1e-7) for a, b in zip(model.parameters(), hand.parameters()))
     assert report.certificate["steps"] == 2
 
@@ -368,18 +318,18 @@ def test_jit_default_train_mode_updates_batchnorm_statistics_and_bn_eval_freezes
     data, split, model = tiny_problem(fit_steps=30)
     frozen = copy.deepcopy(model)
     before = model[1].running_mean.clone()
-    _build(JiT, "jit", perturbations=2, batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(JiT, "jit", perturbations=2, batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     # Official: the model stays in train mode; each batch's clean pass and its 2 copies' passes update the statistics.
     assert int(model[1].num_batches_tracked) - 30 == 3 * 3  # 20 forget rows in 3 batches of 8
     assert not torch.allclose(model[1].running_mean, before)
-    _build(JiT, "jit", perturbations=2, batch_size=8, bn="eval").unlearn(frozen, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(JiT, "jit", perturbations=2, batch_size=8, bn="eval").unlearn(frozen, UnlearnContext(data, split, CPU, seed=0))
     assert torch.equal(frozen[1].running_mean, before) and int(frozen[1].num_batches_tracked) == 30
 
 
 def test_jit_noise_is_reproducible_for_a_seed_and_varies_with_it():
     def run(seed: int) -> torch.Tensor:
         data, split, model = tiny_problem(fit_steps=30)
-        _build(JiT, "jit", perturbations=2, batch_size=8, lr=0.01).unlearn(model, UnlearnContext(data, split, CPU, seed=seed))
+        method_from_yaml(JiT, "jit", perturbations=2, batch_size=8, lr=0.01).unlearn(model, UnlearnContext(data, split, CPU, seed=seed))
         return model[4].weight.detach().clone()
 
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
@@ -408,13 +358,13 @@ def test_jit_noise_is_reproducible_for_a_seed_and_varies_with_it():
 )
 def test_bad_options_are_one_sentence_naming_the_key_and_the_fix(cls, name, key, value, fix):
     with pytest.raises(FamrError) as err:
-        _build(cls, name, **{key: value})
-    _one_sentence_naming(err, key)
+        method_from_yaml(cls, name, **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
     assert fix in str(err.value)
 
 
 def test_fisher_refuses_a_model_without_get_classifier_before_any_work():
-    method = _build(FisherForgetting, "fisher")
+    method = method_from_yaml(FisherForgetting, "fisher")
     with pytest.raises(FamrError, match=r"get_classifier\(\).*use a timm backbone\.$"):
         method.check_model(nn.Sequential(nn.Flatten(), nn.Linear(3, 3)))
     data, split, model = tiny_problem()
@@ -422,5 +372,5 @@ def test_fisher_refuses_a_model_without_get_classifier_before_any_work():
 
 
 def test_edge_values_are_accepted():
-    assert _build(FisherForgetting, "fisher", alpha=0, fisher_batch_size=1, augment=False).settings.alpha == 0.0
-    assert _build(JiT, "jit", perturbations=1, sigma=1e-3, accumulate_grads=False).settings.perturbations == 1
+    assert method_from_yaml(FisherForgetting, "fisher", alpha=0, fisher_batch_size=1, augment=False).settings.alpha == 0.0
+    assert method_from_yaml(JiT, "jit", perturbations=1, sigma=1e-3, accumulate_grads=False).settings.perturbations == 1

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-import yaml
 from omegaconf import OmegaConf
 
 from famr_cli.backbone import build_backbone
@@ -29,61 +28,19 @@ from famr_cli.method.cf_k import CFk
 from famr_cli.method.eu_k import EUk, reinitialise_
 from famr_cli.method.neggrad_plus import NegGradPlus, RetainWithForgetBatches
 from famr_cli.method.shared import LastLayersSettings, counted_layers, last_layers, last_layers_schedule, sgdr_factor
-from tiny_problem import tiny_problem
+from tiny_problem import CPU, assert_one_sentence_naming, linear_problem, method_from_yaml, tiny_problem
+from tiny_problem import LINEAR_FORGET as FORGET
+from tiny_problem import LINEAR_RETAIN as RETAIN
+from tiny_problem import LINEAR_X as X
+from tiny_problem import LINEAR_Y as Y
 
-CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf" / "method"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+# The hand-worked steps run on the eight-sample linear problem (tiny_problem.LINEAR_X): class 0 (rows 1, 4, 7) is
+# forgotten, and its float images with mean 0 and std 1 reach the model unchanged.
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids intra-op spin-waits that make them slow on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _yaml(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
-
-
-def _build(cls, name: str, **overrides):
-    return cls(OmegaConf.create({**_yaml(name), **overrides}))
-
-
-def _one_sentence_naming(err: pytest.ExceptionInfo, key: str) -> None:
-    message = str(err.value)
-    assert f"method.{key}" in message, message
-    assert message.endswith(".") and "\n" not in message, message
-    assert ". " not in message.replace("e.g. ", ""), message
-
-
-# Eight 3-feature samples of 3 classes; class 0 (rows 1, 4, 7) is forgotten. Float images with mean 0
-# and std 1 reach the model unchanged.
-X = torch.tensor(
-    [
-        [0.5, -1.0, 2.0],
-        [1.5, 0.0, -0.5],
-        [-1.0, 1.0, 0.5],
-        [0.0, 2.0, -1.5],
-        [2.0, -0.5, 1.0],
-        [-0.5, -1.5, 0.0],
-        [1.0, 1.0, 1.0],
-        [-2.0, 0.5, -1.0],
-    ]
-)
-Y = torch.tensor([1, 0, 2, 1, 0, 2, 1, 0])
-FORGET, RETAIN = torch.tensor([1, 4, 7]), torch.tensor([0, 2, 3, 5, 6])
 PLAIN_SGD = dict(optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant", epochs=1, augment=False)
-
-
-def _linear_problem(seed: int = 0) -> tuple[UnlearnContext, nn.Module]:
-    torch.manual_seed(3)
-    data = ImageData(X.view(8, 1, 1, 3), Y, X[:2].view(2, 1, 1, 3), Y[:2], ["a", "b", "c"], (0.0,), (1.0,))
-    split = ForgetSplit(FORGET, RETAIN, torch.tensor([1]), torch.tensor([0]), "class a", [0])
-    return UnlearnContext(data, split, CPU, seed=seed), nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
 
 
 def _softmax_gradient(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +74,7 @@ class _Recorder(nn.Module):
 
 
 def test_data_read_of_each_method():
-    reads = {name: METHODS.get(name)(OmegaConf.create(_yaml(name))).data_read for name in ("neggrad_plus", "bad_teacher", "cf_k", "eu_k")}
+    reads = {name: method_from_yaml(METHODS.get(name), name).data_read for name in ("neggrad_plus", "bad_teacher", "cf_k", "eu_k")}
     assert reads == {"neggrad_plus": "forget+retain", "bad_teacher": "forget+retain", "cf_k": "retain", "eu_k": "retain"}
 
 
@@ -125,17 +82,17 @@ def test_data_read_of_each_method():
 
 
 def test_shipped_neggrad_plus_defaults_are_the_cifar10_recipe():
-    s = _build(NegGradPlus, "neggrad_plus").settings
+    s = method_from_yaml(NegGradPlus, "neggrad_plus").settings
     assert (s.beta, s.optimizer, s.lr, s.momentum, s.weight_decay, s.schedule) == (0.9999, "sgd", 0.01, 0.0, 0.0, "constant")
     assert (s.epochs, s.batch_size, s.forget_batch_size, s.augment, s.bn) == (5, 32, 16, False, "train")
 
 
 def test_one_neggrad_plus_step_is_theta_minus_lr_times_the_weighted_gradient_difference():
-    ctx, model = _linear_problem()
+    _, _, model, ctx = linear_problem()
     w, b = (p.detach().double().clone() for p in model[1].parameters())
     beta, lr = 0.7, 0.5
     # All of D_r in one batch and all of D_f in one: exactly one step.
-    _build(NegGradPlus, "neggrad_plus", **PLAIN_SGD, lr=lr, beta=beta, batch_size=8, forget_batch_size=8).unlearn(model, ctx)
+    method_from_yaml(NegGradPlus, "neggrad_plus", **PLAIN_SGD, lr=lr, beta=beta, batch_size=8, forget_batch_size=8).unlearn(model, ctx)
     g_r = _softmax_gradient(w, b, X[RETAIN].double(), Y[RETAIN])
     g_f = _softmax_gradient(w, b, X[FORGET].double(), Y[FORGET])
     want_w = w - lr * (beta * g_r[0] - (1 - beta) * g_f[0])
@@ -151,9 +108,9 @@ def test_each_retain_batch_is_paired_with_the_next_forget_batch_retain_forward_f
     forget, retain = set(split.forget_train.tolist()), set(split.retain_train.tolist())
     torch.manual_seed(0)
     model = _Recorder()
-    report = _build(NegGradPlus, "neggrad_plus", **{**PLAIN_SGD, "epochs": 2}, lr=0.01, batch_size=4, forget_batch_size=2).unlearn(
-        model, UnlearnContext(data, split, CPU, seed=1)
-    )
+    report = method_from_yaml(
+        NegGradPlus, "neggrad_plus", **{**PLAIN_SGD, "epochs": 2}, lr=0.01, batch_size=4, forget_batch_size=2
+    ).unlearn(model, UnlearnContext(data, split, CPU, seed=1))
     steps_per_epoch = 3  # an epoch is one pass over D_r: ceil(10 / 4)
     assert report.certificate["steps"] == 2 * steps_per_epoch
     calls = model.rows
@@ -181,15 +138,15 @@ def test_forget_batches_cycle_when_d_r_has_more_batches():
 )
 def test_bad_neggrad_plus_options_are_one_sentence_naming_the_key(key, value):
     with pytest.raises(FamrError) as err:
-        _build(NegGradPlus, "neggrad_plus", **{key: value})
-    _one_sentence_naming(err, key)
+        method_from_yaml(NegGradPlus, "neggrad_plus", **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 # --- Bad Teacher --------------------------------------------------------------------------------
 
 
 def test_shipped_bad_teacher_defaults_are_the_official_run():
-    s = _build(BadTeacher, "bad_teacher").settings
+    s = method_from_yaml(BadTeacher, "bad_teacher").settings
     assert (s.optimizer, s.lr, s.weight_decay, s.epochs, s.batch_size, s.schedule) == ("adam", 1e-4, 0.0, 1, 256, "constant")
     assert (s.temperature, s.retain_fraction, s.augment) == (1.0, 0.3, False)
 
@@ -254,11 +211,11 @@ def test_incompetent_vit_teacher_redraws_the_parameters_no_module_resets():
 
 
 def test_one_bad_teacher_step_follows_the_gradient_of_the_official_loss():
-    ctx, model = _linear_problem(seed=4)
+    _, _, model, ctx = linear_problem(seed=4)
     original = copy.deepcopy(model)
     t, lr = 2.0, 0.5
     # retain_fraction 1 and one batch: a single step on all 8 rows.
-    _build(BadTeacher, "bad_teacher", **PLAIN_SGD, lr=lr, temperature=t, retain_fraction=1.0, batch_size=64).unlearn(model, ctx)
+    method_from_yaml(BadTeacher, "bad_teacher", **PLAIN_SGD, lr=lr, temperature=t, retain_fraction=1.0, batch_size=64).unlearn(model, ctx)
     bad = incompetent_teacher(original, seed=4)
     x = X.view(8, 1, 1, 3)
     is_forget = torch.zeros(8, dtype=torch.bool)
@@ -278,7 +235,7 @@ def test_bad_teacher_trains_on_d_f_and_the_retain_subset_only():
     torch.manual_seed(0)
     model = _Recorder()
     ctx = UnlearnContext(data, split, CPU, seed=6)
-    report = _build(BadTeacher, "bad_teacher", lr=0.01, batch_size=4, epochs=2).unlearn(model, ctx)
+    report = method_from_yaml(BadTeacher, "bad_teacher", lr=0.01, batch_size=4, epochs=2).unlearn(model, ctx)
     subset = set(retain_subset(split.retain_train, 0.3, seed=6).tolist())
     assert report.certificate["retain_samples"] == len(subset) == 6
     per_epoch = math.ceil(16 / 4)
@@ -300,8 +257,8 @@ def test_bad_teacher_trains_on_d_f_and_the_retain_subset_only():
 )
 def test_bad_bad_teacher_options_are_one_sentence_naming_the_key(key, value):
     with pytest.raises(FamrError) as err:
-        _build(BadTeacher, "bad_teacher", **{key: value})
-    _one_sentence_naming(err, key)
+        method_from_yaml(BadTeacher, "bad_teacher", **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 # --- CF-k and EU-k: which layers ----------------------------------------------------------------
@@ -318,7 +275,7 @@ def _names(model: nn.Module, modules: list[nn.Module]) -> list[str]:
 
 def test_shipped_cf_k_and_eu_k_defaults_are_the_official_cifar10_recipe():
     for cls, name, epochs in ((CFk, "cf_k", 30), (EUk, "eu_k", 62)):
-        s = _build(cls, name).settings
+        s = method_from_yaml(cls, name).settings
         assert type(s) is LastLayersSettings
         assert (s.k, s.optimizer, s.lr, s.momentum, s.weight_decay, s.batch_size) == (10, "sgd", 0.1, 0.9, 5e-5, 64)
         assert (s.schedule, s.min_lr_factor, s.grad_clip, s.augment, s.bn, s.epochs) == ("sgdr", 0.05, 10.0, True, "train", epochs)
@@ -369,10 +326,10 @@ def test_vit_layers_are_the_head_then_each_blocks_four_linear_layers():
 @pytest.mark.parametrize("cls, name", [(CFk, "cf_k"), (EUk, "eu_k")])
 def test_k_beyond_the_backbones_layers_is_refused_before_training(cls, name):
     model = _backbone("resnet_narrow", 32)
-    _build(cls, name, k=14).check_model(model)
+    method_from_yaml(cls, name, k=14).check_model(model)
     with pytest.raises(FamrError) as err:
-        _build(cls, name, k=15).check_model(model)
-    _one_sentence_naming(err, "k")
+        method_from_yaml(cls, name, k=15).check_model(model)
+    assert_one_sentence_naming(err, "method.k")
     assert "has 14" in str(err.value) and "between 1 and 14" in str(err.value)
 
 
@@ -393,7 +350,7 @@ def test_sgdr_factor_is_torchs_warm_restarts_with_doubling_cycles_stepped_per_ep
 
 
 def test_the_sgdr_lr_holds_for_every_step_of_an_epoch():
-    s = _build(CFk, "cf_k", epochs=4).settings
+    s = method_from_yaml(CFk, "cf_k", epochs=4).settings
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=s.lr)
     scheduler = last_layers_schedule(optimizer, s, epoch_steps=3)
     lrs = []
@@ -410,11 +367,11 @@ def _two_layer() -> nn.Sequential:
 
 
 def test_one_cf_1_step_moves_the_head_alone_by_its_cross_entropy_gradient_on_d_r():
-    ctx, _ = _linear_problem()
+    ctx = linear_problem()[-1]
     model = _two_layer()
     original = copy.deepcopy(model)
     lr = 0.5
-    _build(CFk, "cf_k", **PLAIN_SGD, k=1, lr=lr, batch_size=8, grad_clip=0.0).unlearn(model, ctx)
+    method_from_yaml(CFk, "cf_k", **PLAIN_SGD, k=1, lr=lr, batch_size=8, grad_clip=0.0).unlearn(model, ctx)
     w1, b1, w2, b2 = (p.detach().double() for p in original.parameters())
     features = torch.relu(X[RETAIN].double() @ w1.T + b1)  # the frozen layer's output
     g_w, g_b = _softmax_gradient(w2, b2, features, Y[RETAIN])
@@ -425,11 +382,11 @@ def test_one_cf_1_step_moves_the_head_alone_by_its_cross_entropy_gradient_on_d_r
 
 
 def test_cf_k_clips_the_gradient_norm():
-    ctx, _ = _linear_problem()
+    ctx = linear_problem()[-1]
     model = _two_layer()
     original = copy.deepcopy(model)
     lr, clip = 0.5, 1e-3
-    _build(CFk, "cf_k", **PLAIN_SGD, k=1, lr=lr, batch_size=8, grad_clip=clip).unlearn(model, ctx)
+    method_from_yaml(CFk, "cf_k", **PLAIN_SGD, k=1, lr=lr, batch_size=8, grad_clip=clip).unlearn(model, ctx)
     step = torch.cat([(a - b).flatten() for a, b in zip(model[3].parameters(), original[3].parameters())])
     assert step.norm().item() == pytest.approx(lr * clip, rel=1e-3)  # plain SGD: |step| = lr * |clipped gradient|
 
@@ -438,7 +395,7 @@ def test_cf_k_clips_the_gradient_norm():
 def test_cf_k_leaves_the_frozen_layers_bit_identical(bn):
     data, split, model = tiny_problem(fit_steps=5)  # conv (layer 2 from the top), BatchNorm, linear (layer 1)
     original = copy.deepcopy(model)
-    _build(CFk, "cf_k", k=1, lr=0.05, batch_size=16, epochs=2, bn=bn).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(CFk, "cf_k", k=1, lr=0.05, batch_size=16, epochs=2, bn=bn).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     assert not torch.equal(model[4].weight, original[4].weight)
     for i in (0, 1):
         assert all(torch.equal(a, b) for a, b in zip(model[i].parameters(), original[i].parameters()))
@@ -449,7 +406,7 @@ def test_cf_k_leaves_the_frozen_layers_bit_identical(bn):
 def test_cf_2_trains_the_conv_with_its_batchnorm():
     data, split, model = tiny_problem(fit_steps=5)
     original = copy.deepcopy(model)
-    _build(CFk, "cf_k", k=2, lr=0.05, batch_size=16, epochs=1).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(CFk, "cf_k", k=2, lr=0.05, batch_size=16, epochs=1).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     for i in (0, 1, 4):
         assert not torch.equal(model[i].weight, original[i].weight), i
 
@@ -489,19 +446,19 @@ def test_eu_k_reinitialisation_redraws_the_last_k_layers_and_nothing_else():
 
 
 def test_eu_k_unlearn_starts_from_the_seeded_reinitialisation_and_keeps_the_frozen_part():
-    ctx, _ = _linear_problem(seed=7)
+    ctx = linear_problem(seed=7)[-1]
     model = _deep()
     original = copy.deepcopy(model)
     reinitialised = copy.deepcopy(model)
     reinitialise_(last_layers(reinitialised, 2)[0], seed=7)
     # A vanishing lr: the trained layers end where the re-initialisation put them.
-    _build(EUk, "eu_k", k=2, lr=1e-12, epochs=1, batch_size=8, bn="eval").unlearn(model, ctx)
+    method_from_yaml(EUk, "eu_k", k=2, lr=1e-12, epochs=1, batch_size=8, bn="eval").unlearn(model, ctx)
     for i in (4, 7):
         assert torch.allclose(model[i].weight, reinitialised[i].weight, atol=1e-9)
         assert not torch.allclose(model[i].weight, original[i].weight, atol=1e-2)
     # Then real training: the last two layers and the norm between them move, the rest stays bit-identical.
     model = copy.deepcopy(original)
-    _build(EUk, "eu_k", k=2, lr=0.05, epochs=2, batch_size=4, bn="eval").unlearn(model, ctx)
+    method_from_yaml(EUk, "eu_k", k=2, lr=0.05, epochs=2, batch_size=4, bn="eval").unlearn(model, ctx)
     assert not torch.allclose(model[4].weight, reinitialised[4].weight) and not torch.equal(model[5].weight, original[5].weight)
     for i in (1, 2):
         assert all(torch.equal(a, b) for a, b in zip(model[i].state_dict().values(), original[i].state_dict().values()))
@@ -524,10 +481,10 @@ def test_eu_k_unlearn_starts_from_the_seeded_reinitialisation_and_keeps_the_froz
 )
 def test_bad_last_layer_options_are_one_sentence_naming_the_key(cls, name, key, value):
     with pytest.raises(FamrError) as err:
-        _build(cls, name, **{key: value})
-    _one_sentence_naming(err, key)
+        method_from_yaml(cls, name, **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 def test_the_other_schedules_remain_available():
-    assert _build(CFk, "cf_k", schedule="cosine").settings.schedule == "cosine"
-    assert _build(EUk, "eu_k", schedule="constant", grad_clip=0).settings.grad_clip == 0.0
+    assert method_from_yaml(CFk, "cf_k", schedule="cosine").settings.schedule == "cosine"
+    assert method_from_yaml(EUk, "eu_k", schedule="constant", grad_clip=0).settings.grad_clip == 0.0

@@ -20,13 +20,7 @@ from famr_cli.method.shared import random_wrong_labels
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids intra-op spin-waits that make them 100x slower on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_problem(seed: int = 0):

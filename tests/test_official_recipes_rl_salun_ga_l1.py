@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-import yaml
-from omegaconf import OmegaConf
 
 import famr_cli.method.l1_sparse as l1
 from famr_cli.augment import Augment
@@ -29,28 +26,10 @@ from famr_cli.method.l1_sparse import L1Sparse, epoch_decay, linear_decay, sched
 from famr_cli.method.random_label import RandomLabel
 from famr_cli.method.salun import SalUn, forget_gradients, saliency_mask
 from famr_cli.method.shared import batch_random_labels, random_label_batches, random_wrong_labels, train_with_ce
-from tiny_problem import tiny_problem
+from tiny_problem import CPU, METHOD_CONF, method_from_yaml, shipped_method_config, tiny_problem
 
-CPU = torch.device("cpu")
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 K = 3
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids intra-op spin-waits that make them slow on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _yaml(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
-
-
-def _build(cls, name: str, **overrides):
-    return cls(OmegaConf.create({**_yaml(name), **overrides}))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- A problem whose images carry their row number, so every batch says which rows it holds ------
@@ -97,7 +76,7 @@ def _record_training(monkeypatch, cls, name: str, ctx: UnlearnContext, **overrid
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording_cross_entropy)
     torch.manual_seed(0)
     model = _Recorder()
-    _build(cls, name, **overrides).unlearn(model, ctx)
+    method_from_yaml(cls, name, **overrides).unlearn(model, ctx)
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", real)
     return model.rows, labels
 
@@ -109,7 +88,7 @@ RL_TINY = dict(lr=0.01, batch_size=4, augment=False)
 
 
 def test_shipped_defaults_are_the_official_recipes_and_the_earlier_behaviour_is_named():
-    rl, salun, ga, l1_yaml = _yaml("random_label"), _yaml("salun"), _yaml("grad_ascent"), _yaml("l1_sparse")
+    rl, salun, ga, l1_yaml = map(shipped_method_config, ("random_label", "salun", "grad_ascent", "l1_sparse"))
     for section in (rl, salun):
         assert (section["relabel"], section["passes"], section["augment"]) == ("per_batch", "sequential", True)
         assert (section["optimizer"], section["momentum"], section["weight_decay"], section["epochs"], section["batch_size"]) == (
@@ -124,10 +103,10 @@ def test_shipped_defaults_are_the_official_recipes_and_the_earlier_behaviour_is_
     assert (ga["bn"], ga["augment"], ga["weight_decay"], ga["lr"], ga["epochs"], ga["momentum"]) == ("train", True, 5e-4, 1e-4, 5, 0.9)
     assert (l1_yaml["alpha_schedule"], l1_yaml["alpha"], l1_yaml["lr"], l1_yaml["epochs"]) == ("per_epoch", 5e-4, 0.01, 10)
     # The earlier behaviour, by name, is what each YAML header tells users to set.
-    assert "relabel=fixed_wrong passes=mixed" in (CONF / "random_label.yaml").read_text()
-    assert "relabel=fixed_wrong passes=mixed" in (CONF / "salun.yaml").read_text()
-    assert "augment=false bn=eval weight_decay=0" in (CONF / "grad_ascent.yaml").read_text()
-    assert "alpha_schedule=per_step" in (CONF / "l1_sparse.yaml").read_text()
+    assert "relabel=fixed_wrong passes=mixed" in (METHOD_CONF / "random_label.yaml").read_text()
+    assert "relabel=fixed_wrong passes=mixed" in (METHOD_CONF / "salun.yaml").read_text()
+    assert "augment=false bn=eval weight_decay=0" in (METHOD_CONF / "grad_ascent.yaml").read_text()
+    assert "alpha_schedule=per_step" in (METHOD_CONF / "l1_sparse.yaml").read_text()
 
 
 def test_per_batch_labels_cover_all_classes_change_every_batch_and_are_reproducible():
@@ -204,11 +183,11 @@ def test_rl_fixed_wrong_mixed_is_the_earlier_behaviour(monkeypatch):
     assert set(label_of) == forget
 
     # Bit for bit what famr's RL did before these options: fixed wrong labels on D_f + D_r in one shuffle.
-    s = _build(RandomLabel, "random_label", epochs=3, relabel="fixed_wrong", passes="mixed", **RL_TINY).settings
+    s = method_from_yaml(RandomLabel, "random_label", epochs=3, relabel="fixed_wrong", passes="mixed", **RL_TINY).settings
     torch.manual_seed(0)
     now = nn.Sequential(nn.Flatten(), nn.Linear(4, K))
     earlier = copy.deepcopy(now)
-    _build(RandomLabel, "random_label", epochs=3, relabel="fixed_wrong", passes="mixed", **RL_TINY).unlearn(now, ctx)
+    method_from_yaml(RandomLabel, "random_label", epochs=3, relabel="fixed_wrong", passes="mixed", **RL_TINY).unlearn(now, ctx)
     earlier_labels = random_wrong_labels(data.y_train, split.forget_train, K, ctx.seed)
     both = torch.cat([split.forget_train, split.retain_train])
     train_with_ce(earlier, ctx, s, both, augment=False, bn="train", desc="rl", divergence_hint="", labels=earlier_labels)
@@ -299,7 +278,7 @@ def test_salun_default_keeps_every_weight_outside_the_mask_bit_identical_with_de
     original = copy.deepcopy(model)
     params = list(original.parameters())
     # Defaults (per_batch, sequential, augment on) with momentum 0.9 and weight decay 5e-4.
-    method = _build(SalUn, "salun", mask_ratio=0.3, lr=0.05, epochs=3, batch_size=8)
+    method = method_from_yaml(SalUn, "salun", mask_ratio=0.3, lr=0.05, epochs=3, batch_size=8)
     assert (method.settings.momentum, method.settings.weight_decay) == (0.9, 5e-4)
     grads = forget_gradients(original, ctx, params, 8, augment=True)
     masks = saliency_mask(grads, 0.3)
@@ -321,7 +300,7 @@ def test_grad_ascent_one_sgd_step_moves_the_weights_by_plus_lr_times_the_ce_grad
     data, split, model = _linear_problem()
     w0, b0 = model[1].weight.detach().clone(), model[1].bias.detach().clone()
     gw, gb = _ce_grad_by_hand(model, data, split.forget_train)
-    ga = _build(GradAscent, "grad_ascent", lr=0.1, momentum=0.0, weight_decay=0.0, augment=False, epochs=1, batch_size=64)
+    ga = method_from_yaml(GradAscent, "grad_ascent", lr=0.1, momentum=0.0, weight_decay=0.0, augment=False, epochs=1, batch_size=64)
     report = ga.unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     assert report.certificate["steps"] == 1
     assert torch.allclose(model[1].weight.detach(), w0 + 0.1 * gw, atol=1e-6)  # ascent: +lr * dCE/dtheta
@@ -329,7 +308,7 @@ def test_grad_ascent_one_sgd_step_moves_the_weights_by_plus_lr_times_the_ce_grad
 
 
 def test_grad_ascent_default_updates_batchnorm_statistics_and_augments_the_forget_set():
-    ga = _build(GradAscent, "grad_ascent", lr=1e-3)
+    ga = method_from_yaml(GradAscent, "grad_ascent", lr=1e-3)
     assert (ga.settings.bn, ga.settings.augment, ga.settings.weight_decay) == ("train", True, 5e-4)
     data, split, model = tiny_problem(fit_steps=30)
     ctx = UnlearnContext(data, split, CPU, seed=0, augment=Augment(crop_padding=1))
@@ -339,7 +318,7 @@ def test_grad_ascent_default_updates_batchnorm_statistics_and_augments_the_forge
     results = []
     for augment in (True, False):
         _, _, fresh = tiny_problem(fit_steps=30)
-        _build(GradAscent, "grad_ascent", lr=1e-3, augment=augment).unlearn(fresh, ctx)
+        method_from_yaml(GradAscent, "grad_ascent", lr=1e-3, augment=augment).unlearn(fresh, ctx)
         results.append(torch.cat([p.detach().flatten() for p in fresh.parameters()]))
     assert torch.equal(results[0], torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert not torch.equal(results[0], results[1])  # augment=true crops D_f
@@ -348,7 +327,7 @@ def test_grad_ascent_default_updates_batchnorm_statistics_and_augments_the_forge
 def test_grad_ascent_earlier_defaults_freeze_batchnorm_statistics():
     data, split, model = tiny_problem(fit_steps=30)
     running_mean = model[1].running_mean.clone()
-    _build(GradAscent, "grad_ascent", lr=1e-3, augment=False, bn="eval", weight_decay=0.0).unlearn(
+    method_from_yaml(GradAscent, "grad_ascent", lr=1e-3, augment=False, bn="eval", weight_decay=0.0).unlearn(
         model, UnlearnContext(data, split, CPU, seed=0)
     )
     assert torch.equal(model[1].running_mean, running_mean)
@@ -376,7 +355,7 @@ def test_l1_sparse_uses_the_scheduled_alpha_at_every_step(monkeypatch, schedule,
     seen = []
     monkeypatch.setattr(l1, "add_l1_grad_", lambda params, alpha: seen.append(alpha))
     data, split, model = tiny_problem()  # 40 retained rows: 3 batches of 16 per epoch
-    method = _build(L1Sparse, "l1_sparse", alpha=0.2, epochs=4, batch_size=16, augment=False, alpha_schedule=schedule)
+    method = method_from_yaml(L1Sparse, "l1_sparse", alpha=0.2, epochs=4, batch_size=16, augment=False, alpha_schedule=schedule)
     report = method.unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     assert report.certificate["steps"] == 12
     assert seen == pytest.approx([0.2 * e for e in expected])
@@ -394,7 +373,7 @@ def test_l1_sparse_adds_alpha_e_times_sign_theta_to_the_gradient(monkeypatch):
 
     monkeypatch.setattr(l1, "add_l1_grad_", checking)
     data, split, model = tiny_problem()
-    _build(L1Sparse, "l1_sparse", alpha=0.01, epochs=2, batch_size=16, augment=False).unlearn(
+    method_from_yaml(L1Sparse, "l1_sparse", alpha=0.01, epochs=2, batch_size=16, augment=False).unlearn(
         model, UnlearnContext(data, split, CPU, seed=0)
     )
     assert checked == pytest.approx([0.01] * 3 + [0.005] * 3)
@@ -417,7 +396,7 @@ def test_l1_sparse_adds_alpha_e_times_sign_theta_to_the_gradient(monkeypatch):
 )
 def test_a_bad_new_option_is_refused_in_one_sentence_naming_the_key_and_the_fix(cls, name, key, value, fix):
     with pytest.raises(FamrError) as err:
-        _build(cls, name, **{key: value})
+        method_from_yaml(cls, name, **{key: value})
     message = str(err.value)
     assert f"method.{key}" in message and fix in message
     assert message.endswith(".") and ". " not in message  # one sentence
@@ -436,7 +415,7 @@ def test_a_bad_new_option_is_refused_in_one_sentence_naming_the_key_and_the_fix(
 )
 def test_the_first_bad_option_in_parse_order_is_the_one_named(cls, name, bad, named):
     with pytest.raises(FamrError, match=named.replace(".", r"\.")):
-        _build(cls, name, **bad)
+        method_from_yaml(cls, name, **bad)
 
 
 def test_random_labels_need_two_classes_for_either_relabel_mode():

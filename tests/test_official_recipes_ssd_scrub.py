@@ -8,52 +8,33 @@ Every expected number below is worked out from their formulas, not read back fro
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-import yaml
 from omegaconf import OmegaConf
 
 import famr_cli.method.scrub as scrub_module
-from famr_cli.dataset import ImageData
 from famr_cli.errors import FamrError
-from famr_cli.forget import ForgetSplit
 from famr_cli.method import UnlearnContext
 from famr_cli.method.scrub import SCRUB, epoch_lr
 from famr_cli.method.ssd import SSD, dampen_, fisher_importance, importance_rows
-from tiny_problem import tiny_problem
-
-CPU = torch.device("cpu")
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
-
-
-def _shipped(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
-
-
-def _build(cls, name: str, **overrides):
-    return cls(OmegaConf.create({**_shipped(name), **overrides}))
-
-
-def _one_sentence_naming(err: pytest.ExceptionInfo, key: str) -> None:
-    message = str(err.value)
-    assert f"method.{key}" in message, message
-    assert message.endswith(".") and "\n" not in message, message
-    assert ". " not in message.replace("e.g. ", ""), message
-
+from tiny_problem import CPU, assert_one_sentence_naming, linear_problem, method_from_yaml, shipped_method_config, tiny_problem
+from tiny_problem import LINEAR_FORGET as FORGET
+from tiny_problem import LINEAR_RETAIN as RETAIN
+from tiny_problem import LINEAR_X as X
+from tiny_problem import LINEAR_Y as Y
 
 # --- Shipped defaults are the official recipes --------------------------------------------------
 
 
 def test_shipped_ssd_defaults_are_the_full_class_recipe():
-    s = _build(SSD, "ssd").settings
+    s = method_from_yaml(SSD, "ssd").settings
     assert (s.alpha, s.lam, s.fisher_batch_size, s.fisher_order) == (10.0, 1.0, 64, "class_sorted")
 
 
 def test_shipped_scrub_defaults_are_the_cifar10_class_recipe():
-    s = _build(SCRUB, "scrub").settings
+    s = method_from_yaml(SCRUB, "scrub").settings
     assert (s.optimizer, s.lr, s.momentum, s.weight_decay) == ("sgd", 5e-4, 0.9, 5e-4)
     assert (s.epochs, s.max_steps, s.forget_batch_size, s.batch_size, s.augment) == (3, 2, 512, 256, False)
     assert (s.gamma, s.alpha, s.temperature) == (0.99, 0.001, 4.0)
@@ -89,32 +70,9 @@ def test_ssd_dampening_caps_beta_at_one_and_zeroes_weights_unused_by_d():
 
 # --- SSD: importance ----------------------------------------------------------------------------
 
-# Eight 3-feature samples of 3 interleaved classes; class 0 (rows 1, 4, 7) is forgotten.
-X = torch.tensor(
-    [
-        [0.5, -1.0, 2.0],
-        [1.5, 0.0, -0.5],
-        [-1.0, 1.0, 0.5],
-        [0.0, 2.0, -1.5],
-        [2.0, -0.5, 1.0],
-        [-0.5, -1.5, 0.0],
-        [1.0, 1.0, 1.0],
-        [-2.0, 0.5, -1.0],
-    ]
-)
-Y = torch.tensor([1, 0, 2, 1, 0, 2, 1, 0])
-FORGET, RETAIN = torch.tensor([1, 4, 7]), torch.tensor([0, 2, 3, 5, 6])
+# On the eight-sample linear problem (tiny_problem.LINEAR_X): class 0 (rows 1, 4, 7) is forgotten.
 # D_r class by class (class 1: rows 0, 3, 6; class 2: rows 2, 5), then D_f: the official full_train_dl order.
 CLASS_SORTED = [0, 3, 6, 2, 5, 1, 4, 7]
-
-
-def _linear_problem():
-    torch.manual_seed(3)
-    # Float images with mean 0 and std 1 reach the model unchanged (famr_cli.augment.normalize).
-    data = ImageData(X.view(8, 1, 1, 3), Y, X[:2].view(2, 1, 1, 3), Y[:2], ["a", "b", "c"], (0.0,), (1.0,))
-    split = ForgetSplit(FORGET, RETAIN, torch.tensor([1]), torch.tensor([0]), "class a", [0])
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
-    return data, split, model, UnlearnContext(data, split, CPU, seed=0)
 
 
 def _hand_importance(model: nn.Module, batches: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +94,7 @@ def test_class_sorted_rows_are_retain_class_by_class_then_forget():
 
 
 def test_ssd_importance_is_the_mean_over_batches_of_squared_batch_mean_gradients():
-    data, split, model, ctx = _linear_problem()
+    data, split, model, ctx = linear_problem()
     params = list(model.parameters())
     sorted_rows = importance_rows(data.y_train, split.retain_train, split.forget_train, "class_sorted")
     i_d_sorted = fisher_importance(model, ctx, sorted_rows, params, 2)
@@ -153,10 +111,10 @@ def test_ssd_importance_is_the_mean_over_batches_of_squared_batch_mean_gradients
 
 
 def test_ssd_unlearn_dampens_with_the_class_sorted_importances_by_default():
-    data, split, model, ctx = _linear_problem()
+    data, split, model, ctx = linear_problem()
     original = copy.deepcopy(model)
     alpha, lam = 0.5, 0.8
-    SSD(OmegaConf.create({**_shipped("ssd"), "alpha": alpha, "lambda": lam, "fisher_batch_size": 2})).unlearn(model, ctx)
+    SSD(OmegaConf.create({**shipped_method_config("ssd"), "alpha": alpha, "lambda": lam, "fisher_batch_size": 2})).unlearn(model, ctx)
     i_d = _hand_importance(original, [[0, 3], [6, 2], [5, 1], [4, 7]])
     i_f = _hand_importance(original, [[1, 4], [7]])
     changed = 0
@@ -186,7 +144,7 @@ def test_ssd_importance_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(
     data, split, model = tiny_problem(fit_steps=30)
     model.train()
     stats = copy.deepcopy(model[1].state_dict())
-    _build(SSD, "ssd", alpha=1.0, fisher_batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(SSD, "ssd", alpha=1.0, fisher_batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     assert model.training  # the caller's mode is restored
     assert torch.equal(model[1].running_mean, stats["running_mean"]) and torch.equal(model[1].running_var, stats["running_var"])
     assert int(model[1].num_batches_tracked) == int(stats["num_batches_tracked"])
@@ -232,7 +190,7 @@ def _record_scrub(monkeypatch, **overrides):
     monkeypatch.setattr(scrub_module, "run_loop", run_loop_spy)
     logged = []
     ctx = UnlearnContext(data, split, CPU, seed=0, log_metrics=logged.append)
-    _build(SCRUB, "scrub", **{**SMALL, **overrides}).unlearn(model, ctx)
+    method_from_yaml(SCRUB, "scrub", **{**SMALL, **overrides}).unlearn(model, ctx)
     return passes, logged
 
 
@@ -260,7 +218,7 @@ def test_scrub_student_batchnorm_statistics_update_on_the_min_pass(monkeypatch):
     before = model[1].running_mean.clone()
     teachers, real_teacher = [], scrub_module.frozen_teacher
     monkeypatch.setattr(scrub_module, "frozen_teacher", lambda m: teachers.append(real_teacher(m)) or teachers[-1])
-    _build(SCRUB, "scrub", **SMALL, epochs=1, max_steps=0).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(SCRUB, "scrub", **SMALL, epochs=1, max_steps=0).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
     assert not torch.allclose(model[1].running_mean, before)
     assert torch.equal(teachers[0][1].running_mean, before)  # the teacher's stay
 
@@ -286,10 +244,10 @@ def test_scrub_student_batchnorm_statistics_update_on_the_min_pass(monkeypatch):
 )
 def test_bad_options_are_one_sentence_naming_the_key(cls, name, key, value):
     with pytest.raises(FamrError) as err:
-        _build(cls, name, **{key: value})
-    _one_sentence_naming(err, key)
+        method_from_yaml(cls, name, **{key: value})
+    assert_one_sentence_naming(err, f"method.{key}")
 
 
 def test_max_steps_equal_to_epochs_and_constant_lr_options_are_accepted():
-    assert _build(SCRUB, "scrub", epochs=2, max_steps=2, lr_decay_epochs=[], lr_decay_rate=1).settings.lr_decay_epochs == ()
-    assert _build(SSD, "ssd", fisher_order="dataset").settings.fisher_order == "dataset"
+    assert method_from_yaml(SCRUB, "scrub", epochs=2, max_steps=2, lr_decay_epochs=[], lr_decay_rate=1).settings.lr_decay_epochs == ()
+    assert method_from_yaml(SSD, "ssd", fisher_order="dataset").settings.fisher_order == "dataset"

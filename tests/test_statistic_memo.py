@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from omegaconf import OmegaConf
 
 from famr_cli import statistic_memo
 from famr_cli.augment import Augment
 from famr_cli.method import METHODS, UnlearnContext
-from tiny_problem import tiny_problem
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
-CPU = torch.device("cpu")
-
-
-def _method(name: str, **overrides):
-    return METHODS.get(name)(OmegaConf.create({**yaml.safe_load((CONF / f"{name}.yaml").read_text()), **overrides}))
+from tiny_problem import CPU, method_from_yaml, tiny_problem
 
 
 def _unlearned(name: str, model, data, split, seed: int = 0, **overrides) -> dict[str, torch.Tensor]:
     edited = copy.deepcopy(model)
     ctx = UnlearnContext(data, split, CPU, seed=seed, augment=Augment(crop_padding=1, hflip=True))
-    _method(name, **overrides).unlearn(edited, ctx)
+    method_from_yaml(METHODS.get(name), name, **overrides).unlearn(edited, ctx)
     return {k: v.clone() for k, v in edited.state_dict().items()}
 
 

@@ -66,6 +66,22 @@ def test_scrub_draws_max_steps_below_its_epochs_so_no_trial_repeats_another():
         Param.parse("method.lr", {"low": 1, "high": 2, "below": "method.epochs"})
 
 
+def test_a_weight_near_one_is_drawn_log_uniformly_in_its_distance_to_one():
+    import optuna
+
+    param = Param.parse("method.beta", {"low": 0.9, "high": 0.9999, "log_from_one": True})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = [draw([param], study.ask())["method.beta"] for _ in range(600)]
+    assert all(param.contains(v) for v in values)
+    # 1 - beta log-uniform in [1e-4, 0.1]: a third of the draws in each decade, where a uniform beta
+    # would put 1 % of them above 0.999 and almost none near the published 0.9999.
+    above = sum(v > 0.999 for v in values) / len(values)
+    assert 0.27 < above < 0.40, above
+    assert param.as_dict() == {"low": 0.9, "high": 0.9999, "log_from_one": True}
+    with pytest.raises(FamrError, match="log_from_one"):
+        Param.parse("method.beta", {"low": 0.9, "high": 1.5, "log_from_one": True})
+
+
 def test_every_method_but_retrain_has_a_declared_space():
     methods = {p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
     assert set(tunable_methods()) == methods - {"retrain"}

@@ -5,7 +5,9 @@ replaces a method's whole entry for that experiment (digits needs other epoch co
 maps an override key to ``{low, high}`` (``log: true`` for a log-uniform float, ``int: true`` for an
 integer) or to ``{choices: [...]}``. An integer may be bounded by one drawn before it: ``below: method.epochs``
 caps it at that value minus one (SCRUB's max-step epochs must leave min-only epochs after them), so no
-budget goes to settings the method cannot tell apart.
+budget goes to settings the method cannot tell apart. A float weight just below 1 may be drawn
+``log_from_one: true``: log-uniform in 1 - value (NegGrad+'s β in [0.9, 0.9999]: as many draws between
+0.999 and 0.9999 as between 0.9 and 0.99, where a uniform draw would almost never reach the published 0.9999).
 
 ``forget_sets.yaml`` names the forget sets every trial is scored on (ours: at least two, none of them a
 forget set the tables report), per experiment and forget spec.
@@ -33,14 +35,17 @@ class Param:
     integer: bool = False
     choices: tuple[Any, ...] | None = None
     below: str | None = None  # an integer key drawn earlier: this one stays at most that value minus one
+    log_from_one: bool = False  # a float in (0, 1) drawn log-uniformly in 1 - value
 
     @classmethod
     def parse(cls, key: str, spec: Any) -> Param:
         if not isinstance(spec, dict):
             raise FamrError(f"The search space of {key} must be a mapping such as {{low: 1e-4, high: 1e-2, log: true}} (got {spec}).")
-        unknown = set(spec) - {"low", "high", "log", "int", "choices", "below"}
+        unknown = set(spec) - {"low", "high", "log", "int", "choices", "below", "log_from_one"}
         if unknown:
-            raise FamrError(f"The search space of {key} has unknown fields {sorted(unknown)}; use low, high, log, int, choices or below.")
+            raise FamrError(
+                f"The search space of {key} has unknown fields {sorted(unknown)}; use low, high, log, int, choices, below or log_from_one."
+            )
         if "below" in spec and not spec.get("int"):
             raise FamrError(f"The search space of {key} sets below: {spec['below']}, which bounds integers only; add int: true.")
         if "choices" in spec:
@@ -50,8 +55,14 @@ class Param:
             raise FamrError(f"The search space of {key} needs numbers low < high (got low={low}, high={high}).")
         if spec.get("log") and low <= 0:
             raise FamrError(f"The search space of {key} is log-uniform, so low must be positive (got {low}).")
+        if spec.get("log_from_one") and (spec.get("log") or spec.get("int") or not 0 < low < high < 1):
+            raise FamrError(
+                f"The search space of {key} is log_from_one, which draws a float in (0, 1) log-uniformly in 1 - value: "
+                f"drop log and int, and keep 0 < low < high < 1 (got low={low}, high={high})."
+            )
         below = spec.get("below")
-        return cls(key, float(low), float(high), bool(spec.get("log", False)), bool(spec.get("int", False)), None, below)
+        integer, log, from_one = bool(spec.get("int", False)), bool(spec.get("log", False)), bool(spec.get("log_from_one", False))
+        return cls(key, float(low), float(high), log, integer, None, below, from_one)
 
     def upper(self, drawn: dict[str, Any]) -> float:
         """This parameter's upper bound once the values ``drawn`` before it are known."""
@@ -68,6 +79,10 @@ class Param:
         if self.integer:
             high = max(int(self.low), int(self.upper(drawn or {})))
             return trial.suggest_int(self.key, int(self.low), high, log=self.log)
+        if self.log_from_one:
+            # Optuna sees 1 - value (its own parameter name says so); the run and the records get the value.
+            gap = trial.suggest_float(f"1-{self.key}", 1.0 - self.high, 1.0 - self.low, log=True)
+            return min(self.high, max(self.low, 1.0 - gap))  # 1 - (1 - x) may round past a bound
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
     def contains(self, value: Any) -> bool:
@@ -91,6 +106,8 @@ class Param:
             spec.update(low=int(self.low), high=int(self.high), int=True)
         if self.below is not None:
             spec["below"] = self.below
+        if self.log_from_one:
+            spec["log_from_one"] = True
         return spec
 
 
