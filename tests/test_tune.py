@@ -270,3 +270,13 @@ def test_a_trial_record_names_its_run_dir_relative_to_the_search_directory(tmp_p
     inside = trial_record(0, {"method.lr": 0.1}, OK, 1.0, "", None, 2.0, tmp_path / "outputs" / "tuning" / "runs" / "0")
     outside = trial_record(1, {"method.lr": 0.2}, OK, 1.0, "", None, 2.0, Path("/elsewhere/runs/1"))
     assert inside["run_dir"] == "outputs/tuning/runs/0" and outside["run_dir"] == "/elsewhere/runs/1"
+
+
+def test_class_only_methods_have_no_sample_search(capsys):
+    from famr_cli.tune.cli import defined_for
+
+    assert defined_for(["famr", "unsir", "boundary_shrink", "jit"], "sample", named=False) == ["famr", "jit"]
+    assert "unsir skipped (defined for class forgetting only)" in capsys.readouterr().out
+    assert defined_for(["famr", "unsir"], "class", named=True) == ["famr", "unsir"]
+    with pytest.raises(FamrError, match=r"^method=unsir is defined for class forgetting only, so it has no forget=sample search"):
+        defined_for(["famr", "unsir"], "sample", named=True)

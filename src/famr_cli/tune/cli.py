@@ -27,6 +27,7 @@ from hydra import compose, initialize_config_dir
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.host import famr_run_command
+from famr_cli.reproduce.method_reads import option_section, reads_of_option
 from famr_cli.tune.space import declared_forget_sets, declared_space, tunable_methods
 from famr_cli.tune.study import OK, distinct_settings, read_trials
 from famr_cli.tune.tuned_file import current_commit, write_tuned_file
@@ -115,6 +116,21 @@ def budget_spent(study_dir: Path, results_file: Path, trials: int) -> bool:
     return summary.get("n_trials") == trials and len(distinct_settings(read_trials(study_dir / "trials.jsonl"))) >= trials
 
 
+def defined_for(methods: list[str], forget: str, named: bool) -> list[str]:
+    """``methods`` less those not defined for ``forget=<forget>`` (class-only methods on samples): skipped with a
+    line when they came from ``--methods all``, refused in one sentence when named."""
+    kept = []
+    for method in methods:
+        reason = reads_of_option(method).refusal(forget) if option_section(method) is not None else None
+        if reason is None:
+            kept.append(method)
+        elif named:
+            raise FamrError(f"method={method} is {reason}, so it has no forget={forget} search; drop it from --methods.")
+        else:
+            print(f"famr-tune: {method} skipped ({reason}).")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[famr-tune] %(message)s")
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
@@ -126,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 "add dataset.val_per_class=N (it changes the original model, so tables must use the same value)."
             )
         methods = tunable_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = defined_for(methods, forget, named=args.methods != "all")
         spaces = {method: declared_space(experiment, method) for method in methods}  # a missing space fails before any trial
         forget_sets = forget_sets_of(args, experiment, forget)
         famr_run_command()  # so does a FAMR_RUN_COMMAND that does not split
