@@ -45,7 +45,7 @@ def test_shipped_jit_defaults_are_the_official_cnn_recipe():
     s = method.settings
     assert (s.optimizer, s.lr, s.momentum, s.weight_decay) == ("sgd", 3e-4, 0.0, 0.0)
     assert (s.sigma, s.perturbations, s.batch_size, s.epochs) == (0.5, 25, 128, 1)
-    assert (s.bn, s.accumulate_grads) == ("eval", True)
+    assert (s.bn, s.accumulate_grads) == ("train", True)
     assert method.data_read == "forget" and method.forget_specs is None
 
 
@@ -314,15 +314,15 @@ def test_jit_accumulates_gradients_over_the_pass_as_the_official_code(monkeypatc
     assert report.certificate["steps"] == 2
 
 
-def test_jit_default_freezes_batchnorm_statistics_and_bn_train_updates_them_on_every_pass():
+def test_jit_default_train_mode_updates_batchnorm_statistics_on_every_pass_and_bn_eval_freezes_them():
     data, split, model = tiny_problem(fit_steps=30)
     frozen = copy.deepcopy(model)
     before = model[1].running_mean.clone()
-    method_from_yaml(JiT, "jit", perturbations=2, batch_size=8, bn="train").unlearn(model, UnlearnContext(data, split, CPU, seed=0))
-    # Train mode: each batch's clean pass and its 2 copies' passes update the statistics.
+    method_from_yaml(JiT, "jit", perturbations=2, batch_size=8).unlearn(model, UnlearnContext(data, split, CPU, seed=0))
+    # Official: the model stays in train mode; each batch's clean pass and its 2 copies' passes update the statistics.
     assert int(model[1].num_batches_tracked) - 30 == 3 * 3  # 20 forget rows in 3 batches of 8
     assert not torch.allclose(model[1].running_mean, before)
-    method_from_yaml(JiT, "jit", perturbations=2, batch_size=8).unlearn(frozen, UnlearnContext(data, split, CPU, seed=0))
+    method_from_yaml(JiT, "jit", perturbations=2, batch_size=8, bn="eval").unlearn(frozen, UnlearnContext(data, split, CPU, seed=0))
     assert torch.equal(frozen[1].running_mean, before) and int(frozen[1].num_batches_tracked) == 30
 
 

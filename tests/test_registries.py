@@ -26,7 +26,10 @@ REGISTRIES = {
     "method": (
         METHODS,
         UnlearningMethod,
-        ["famr", "finetune", "grad_ascent", "l1_sparse", "random_label", "retrain", "salun", "scrub", "ssd"],
+        sorted(
+            ["famr", "finetune", "grad_ascent", "l1_sparse", "random_label", "retrain", "salun", "scrub", "ssd"]
+            + ["neggrad_plus", "bad_teacher", "cf_k", "eu_k", "boundary_shrink", "boundary_expand", "unsir", "fisher", "jit"]
+        ),
         "method=<name>",
     ),
     "robustness check": (CHECKS, RobustnessCheck, ["calibration", "heldout", "probe", "relearn"], "evaluate.robustness.<check>"),

@@ -30,19 +30,19 @@ recipe (sigma 0.5), since ``forget=class`` is famr's default forget spec; famr-t
 Their ``n_epochs`` reaches the code but is never read; ``epochs`` here repeats the pass (official 1), each
 pass starting from zeroed gradients as the official one does.
 
-BatchNorm: their CNN has none, so each of its forward passes is a per-sample function that no pass
-changes. ``bn: eval`` (the default) keeps that on a BatchNorm backbone: the running statistics normalise
-every pass and nothing updates them. ``bn: train`` is the literal reading of their never-switched train
-mode on a model that has BatchNorm: each pass is normalised with its own batch's statistics, and every
-one of the N + 1 passes per batch, the noisy copies' included, moves the running statistics towards D_f
-and its copies. Measured on the quickstart's digits search (10 trials, digits 3 and 8, the module's
-earlier ``bn: train`` default, its gradients summed across passes too): every trial lost more than 10
-points of retained accuracy, one pass at lr 3.6e-3 lost 83.
+BatchNorm: their CNN has none. The default keeps their never-switched train mode (``bn: train``): on a
+BatchNorm backbone each pass is normalised with its own batch's statistics, and every one of the N + 1
+passes per batch, the noisy copies' included, moves the running statistics towards D_f and its copies.
+``bn: eval`` instead normalises every pass with the running statistics and updates none, as a BatchNorm-free
+model's per-sample forward would; famr-tune's CIFAR space searches both. Neither helps on the quickstart's
+digits (10 trials each, digits 3 and 8, every trial rejected or diverged): with ``bn: train`` one trial
+lost 16 points of retained accuracy and the others more, with ``bn: eval`` every trial lost over 80 or
+diverged (docs/tuning.md).
 
 What still differs from the official code with the defaults:
 
 - Their CNN (``VGG16``, in fact torchvision's vgg11 without BatchNorm, dropout active in train mode)
-  has no BatchNorm; famr's backbones do, normalised as above (``bn: eval``).
+  has no BatchNorm; famr's backbones do, in train mode by default as above.
 - The forward passes run in fp32 whatever the run's ``precision`` (the official code's too): the
   loss is a difference of two nearby outputs, which bf16's 8-bit mantissa would mostly round away.
 - Random streams: the noise comes from famr's own seeded generator; their input transform normalises
