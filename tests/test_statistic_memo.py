@@ -27,8 +27,14 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def memo_on(monkeypatch):
+    """What famr-tune sets for its studies."""
+    monkeypatch.setenv(statistic_memo.ENV_SWITCH, "1")
+
+
 @pytest.mark.parametrize(("name", "searched", "statistic_option"), CASES, ids=[c[0] for c in CASES])
-def test_a_second_trial_reuses_the_statistic_and_gets_what_a_fresh_process_would(name, searched, statistic_option):
+def test_a_second_trial_reuses_the_statistic_and_gets_what_a_fresh_process_would(memo_on, name, searched, statistic_option):
     data, split, model = tiny_problem(fit_steps=20)
     first, second = ({**statistic_option, **values} for values in searched)
     statistic_memo.clear()
@@ -44,7 +50,7 @@ def test_a_second_trial_reuses_the_statistic_and_gets_what_a_fresh_process_would
 
 
 @pytest.mark.parametrize(("name", "searched", "statistic_option"), CASES, ids=[c[0] for c in CASES])
-def test_what_the_statistic_depends_on_is_never_served_from_the_memo(name, searched, statistic_option):
+def test_what_the_statistic_depends_on_is_never_served_from_the_memo(memo_on, name, searched, statistic_option):
     data, split, model = tiny_problem(fit_steps=20)
     values = {**statistic_option, **searched[0]}
     statistic_memo.clear()
@@ -61,7 +67,20 @@ def test_what_the_statistic_depends_on_is_never_served_from_the_memo(name, searc
     assert statistic_memo.computed > computed
 
 
-def test_the_memo_keeps_only_the_last_few_statistics():
+@pytest.mark.parametrize(("name", "searched", "statistic_option"), CASES, ids=[c[0] for c in CASES])
+def test_outside_famr_tune_every_run_pays_for_its_statistic(monkeypatch, name, searched, statistic_option):
+    """A famr-run sweep or a table is one process too: its RTE must hold the whole pass in every job."""
+    monkeypatch.delenv(statistic_memo.ENV_SWITCH, raising=False)
+    data, split, model = tiny_problem(fit_steps=20)
+    statistic_memo.clear()
+    before = statistic_memo.computed
+    for values in searched:
+        _unlearned(name, model, data, split, **statistic_option, **values)
+    assert statistic_memo.computed - before == len(searched) * (2 if name == "ssd" else 1)
+    assert not statistic_memo._entries
+
+
+def test_the_memo_keeps_only_the_last_few_statistics(memo_on):
     data, split, model = tiny_problem()
     statistic_memo.clear()
     ctx = UnlearnContext(data, split, CPU, seed=0)

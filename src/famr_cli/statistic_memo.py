@@ -1,17 +1,20 @@
-"""Per-parameter statistics of the original model, kept across the runs of one process.
+"""Per-parameter statistics of the original model, kept across the trials of one famr-tune study.
 
 A famr-tune study runs its trials in one process, and some methods spend most of a trial on a statistic
 that the searched values never change: Fisher forgetting's diagonal Fisher of D_r (its search varies
 alpha only) and SSD's importances (its search varies alpha and lambda). The memo keeps the last few such
-statistics, keyed by everything they depend on: the model's weights and buffers, the forget rows, the
-method's options that enter the statistic, the seed, the device and the precision. A hit returns copies
-that are bit-identical to a fresh computation, so no figure changes; only the trial's unlearning seconds
-shrink. A table's run starts a fresh process and so always pays the full pass in its RTE.
+statistics, keyed by everything they depend on: the model (its class, structure, weights and buffers),
+the training data, the forget rows, the method's options that enter the statistic, the seed, the device
+and the precision. A hit returns copies that are bit-identical to a fresh computation, so no figure
+changes; only the trial's unlearning seconds shrink, which is why the memo is on only where famr-tune
+turns it on (``FAMR_STATISTIC_MEMO=1`` in its studies' environment): in any other run, a sweep's or a
+table's, every job pays the whole pass in its RTE.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
@@ -22,8 +25,10 @@ import torch.nn as nn
 if TYPE_CHECKING:
     from famr_cli.method import UnlearnContext
 
-# Two forget sets per trial and at most two statistics per method run: four entries keep a whole study's.
-MEMO_SIZE = 4
+# The switch famr-tune sets for its studies; any other value (or none) computes every statistic afresh.
+ENV_SWITCH = "FAMR_STATISTIC_MEMO"
+# At most two statistics per run (SSD's), for up to four forget sets per trial; entries are kept on the CPU.
+MEMO_SIZE = 8
 
 _entries: OrderedDict[tuple[Hashable, ...], list[torch.Tensor]] = OrderedDict()
 computed = 0  # statistics computed (misses) in this process, for the tests
@@ -36,7 +41,7 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
 
 def model_digest(model: nn.Module) -> str:
     """SHA-256 of every parameter (name, whether it trains, values) and buffer of ``model``."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"{type(model).__qualname__}\n{model!r}".encode())
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         digest.update(f"{name}:{tensor.requires_grad}".encode())
         digest.update(_raw_bytes(tensor))
@@ -77,18 +82,19 @@ def memoised(
     Streamed datasets (memory-mapped, ImageNet-sized) are never memoised: hashing them would cost a pass of its own.
     """
     global computed
-    if ctx.data.streamed:
+    if os.environ.get(ENV_SWITCH) != "1" or ctx.data.streamed:
         computed += 1
         return compute()
     key = (name, options, *run_digest(model, ctx))
     if key in _entries:
         _entries.move_to_end(key)
-    else:
-        _entries[key] = [t.detach().clone() for t in compute()]
-        computed += 1
-        while len(_entries) > MEMO_SIZE:
-            _entries.popitem(last=False)
-    return [t.clone() for t in _entries[key]]
+        return [t.to(ctx.device, copy=True) for t in _entries[key]]
+    fresh = compute()
+    _entries[key] = [t.detach().to("cpu", copy=True) for t in fresh]
+    computed += 1
+    while len(_entries) > MEMO_SIZE:
+        _entries.popitem(last=False)
+    return fresh
 
 
 def clear() -> None:

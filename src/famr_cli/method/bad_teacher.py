@@ -82,9 +82,10 @@ def incompetent_teacher(model: nn.Module, seed: int) -> nn.Module:
     device = next(model.parameters()).device
     teacher = copy.deepcopy(model).cpu()
     reset: set[int] = set()
-    # The global CPU generator drives reset_parameters(); forking it leaves the caller's stream untouched.
+    # The global CPU generator drives reset_parameters(); forking it and seeding it alone (torch.manual_seed
+    # would reseed every CUDA generator too) leaves the caller's streams untouched.
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(mixed_seed(seed, _TEACHER_STREAM))
+        torch.default_generator.manual_seed(mixed_seed(seed, _TEACHER_STREAM))
         for module in teacher.modules():
             if callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()

@@ -36,6 +36,8 @@ What still differs from their code:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -52,7 +54,10 @@ def reinitialise_(layers: list[nn.Module], seed: int) -> None:
     with torch.no_grad():
         for layer in layers:
             weight = torch.empty(layer.weight.shape)
-            nn.init.kaiming_normal_(weight, generator=generator)
+            # nn.init.kaiming_normal_'s fan-in, ReLU-gain std, drawn with Tensor.normal_ (whose generator= every
+            # supported torch accepts; nn.init's takes one from torch 2.2 on).
+            fan_in = weight[0].numel()
+            weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
             layer.weight.copy_(weight)
             if layer.bias is not None:
                 layer.bias.zero_()

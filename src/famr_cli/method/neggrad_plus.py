@@ -82,7 +82,7 @@ class RetainWithForgetBatches:
 
     def __init__(self, retain, forget):
         if len(forget) == 0:
-            raise ValueError("NegGrad+ needs at least one forget batch")
+            raise FamrError("method=neggrad_plus needs a non-empty forget set to ascend on; choose a forget spec that selects samples.")
         self.retain, self.forget = retain, forget
         self.forget_batch: Batch | None = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.host import famr_run_command
 from famr_cli.reproduce.method_reads import option_section, reads_of_option
+from famr_cli.statistic_memo import ENV_SWITCH
 from famr_cli.tune.space import declared_forget_sets, declared_space, tunable_methods
 from famr_cli.tune.study import OK, distinct_settings, read_trials
 from famr_cli.tune.tuned_file import current_commit, write_tuned_file
@@ -165,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             results_file.unlink(missing_ok=True)  # written anew when this study's budget is spent
             # famr-run exits non-zero when any trial failed; rejected and failed trials are part of a search,
             # so the study counts as done once its summary exists.
-            proc = subprocess.run(study_command(method, overrides, study_dir, args, forget_sets))
+            # The study's trials share the statistics their searched values do not change (famr_cli.statistic_memo).
+            env = {**os.environ, ENV_SWITCH: "1"}
+            proc = subprocess.run(study_command(method, overrides, study_dir, args, forget_sets), env=env)
             if not results_file.is_file():
                 print(f"  {method:13s} search failed (exit {proc.returncode}); rerun to resume: {study_dir}")
                 worst = max(worst, proc.returncode or 1)

@@ -49,6 +49,8 @@ class Param:
         if "below" in spec and not spec.get("int"):
             raise FamrError(f"The search space of {key} sets below: {spec['below']}, which bounds integers only; add int: true.")
         if "choices" in spec:
+            if "log_from_one" in spec:
+                raise FamrError(f"The search space of {key} lists choices, which log_from_one cannot draw from; drop log_from_one.")
             return cls(key, choices=tuple(spec["choices"]))
         low, high = spec.get("low"), spec.get("high")
         if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or not low < high:
