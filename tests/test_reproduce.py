@@ -15,12 +15,13 @@ import yaml
 
 from conftest import cli_env, forked_famr_run, use_cli_env
 from famr_cli.config_schema import CONFIG_DIR
+from famr_cli.errors import FamrError
 from famr_cli.host import famr_run_command
 from famr_cli.reproduce import cli as reproduce_cli
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataError, DataPlan, find_cifar10, plan_data
 from famr_cli.reproduce.profiles import PROFILES
-from famr_cli.reproduce.runner import plan_sweeps, reproduce
+from famr_cli.reproduce.runner import check_resumable, plan_sweeps, reproduce, run_sweeps
 from famr_cli.sweep.jobs import Job, load_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -313,6 +314,33 @@ def test_resume_keeps_the_sweep_dirs_and_asks_famr_run_to_skip_finished_jobs(tmp
     assert earlier.is_file() and not list(sweeps[0].dir.parent.glob("*.prev-*"))
     assert "skip_finished=true" in (sweeps[0].dir / "argv").read_text().split()
     assert all("skip_finished=true" not in s.argv for s in plan_sweeps(profile, runs, DataPlan(), famr_run=["famr-run"]))
+
+
+def test_resume_refuses_a_sweep_dir_started_with_other_methods(tmp_path):
+    """Hydra numbers job dirs by position: resuming with another method list would put other jobs in them."""
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    record = "import pathlib, sys; d = pathlib.Path(sys.argv[-1].split('=', 1)[1]); (d / 'argv').write_text(' '.join(sys.argv[1:]))"
+    first = replace(PROFILES["cpu"], methods=("famr", "ssd"), seeds=(0,), lambdas=())
+    sweeps = plan_sweeps(first, runs, DataPlan(), famr_run=[sys.executable, "-c", record])
+    reproduce(first, sweeps, out, runs, log=[].append)
+    same = plan_sweeps(first, runs, DataPlan(), famr_run=[sys.executable, "-c", record], resume=True)
+    check_resumable(same)  # the same jobs: resumable
+    other = plan_sweeps(replace(first, methods=("ssd",)), runs, DataPlan(), famr_run=[sys.executable, "-c", record], resume=True)
+    with pytest.raises(FamrError, match=r"^--resume would continue .*methods, which was started with other jobs"):
+        check_resumable(other)
+
+
+def test_a_sweep_that_runs_nothing_sets_its_earlier_jobs_aside(tmp_path):
+    """Every method refuses forget=sample: the sample sweep does not run, and an earlier one's jobs leave no rows."""
+    runs = tmp_path / "runs"
+    profile = replace(PROFILES["cpu"], methods=("unsir",), seeds=(0,), lambdas=())
+    sweeps = plan_sweeps(profile, runs, DataPlan(), famr_run=["famr-run"], resume=True)
+    sample = next(s for s in sweeps if s.table.spec == "sample")
+    assert not sample.runs
+    (sample.dir / "0").mkdir(parents=True)
+    (sample.dir / "0" / "results.json").write_text("{}")
+    run_sweeps([sample], log=[].append, resume=True)
+    assert not sample.dir.exists() and len(list(sample.dir.parent.glob(f"{sample.dir.name}.prev-*"))) == 1
 
 
 def run_script(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

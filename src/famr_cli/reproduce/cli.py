@@ -26,7 +26,7 @@ from pathlib import Path
 from famr_cli.errors import FamrError
 from famr_cli.reproduce.data import DataError, plan_data
 from famr_cli.reproduce.profiles import PROFILES, experiment_names, public_profiles
-from famr_cli.reproduce.runner import plan_sweeps, reproduce
+from famr_cli.reproduce.runner import check_resumable, plan_sweeps, reproduce
 
 EXIT_BAD_INPUT = 2
 
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = plan_data(profile, checkout_root(), cache_dir, args.data, args.imagenet, args.allow_download, strict=not args.dry_run)
         sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume)
+        if args.resume:
+            check_resumable(sweeps)
     except (DataError, FamrError) as err:
         print(err, file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from famr_cli.errors import FamrError
 from famr_cli.host import available_cores, cpu_name, famr_run_command
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
@@ -120,6 +121,27 @@ def describe_machine() -> str:
     return "; ".join(parts)
 
 
+# The jobs a sweep dir was started with (its famr-run arguments, one per line): --resume continues only the
+# same jobs, since Hydra numbers job dirs by position and another method list would put other jobs there.
+SWEEP_ARGS_FILE = "famr-reproduce.args"
+
+
+def _job_args(sweep: Sweep) -> list[str]:
+    """What decides the sweep's jobs and their order: its famr-run arguments without the resume switch."""
+    return [arg for arg in sweep.argv[sweep.argv.index("-m") + 1 :] if arg != "skip_finished=true"]
+
+
+def check_resumable(sweeps: list[Sweep]) -> None:
+    """Raise :class:`FamrError` when --resume would continue a sweep dir that was started with other jobs."""
+    for sweep in sweeps:
+        recorded = sweep.dir / SWEEP_ARGS_FILE
+        if sweep.runs and recorded.is_file() and recorded.read_text().splitlines() != _job_args(sweep):
+            raise FamrError(
+                f"--resume would continue {sweep.dir}, which was started with other jobs (another --methods, --seeds or "
+                f"data); run the same command it was started with, or leave out --resume to set it aside."
+            )
+
+
 def _set_aside(path: Path) -> Path | None:
     """A previous run's sweep dir is renamed, never mixed with (or deleted by) the new one."""
     if not path.exists() or not any(path.iterdir()):
@@ -136,12 +158,14 @@ def run_sweeps(sweeps: list[Sweep], log=print, resume: bool = False) -> dict[str
     for sweep in sweeps:
         for note in sweep.notes():
             log(f"[reproduce] {note}")
-        if not sweep.runs:
-            continue
-        moved = None if resume else _set_aside(sweep.dir)
+        # A sweep that runs nothing has nothing to resume: its earlier jobs must not reach the tables.
+        moved = None if (resume and sweep.runs) else _set_aside(sweep.dir)
         if moved:
             log(f"[reproduce] kept the previous {sweep.kind} sweep of {sweep.experiment} as {moved}")
+        if not sweep.runs:
+            continue
         sweep.dir.mkdir(parents=True, exist_ok=True)
+        (sweep.dir / SWEEP_ARGS_FILE).write_text("\n".join(_job_args(sweep)) + "\n")
         log(f"[reproduce] {sweep.command()}")
         start = time.perf_counter()
         codes[str(sweep.dir)] = subprocess.run(sweep.argv).returncode
@@ -162,7 +186,7 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = Written([], [], [])
     for sweep in sweeps:
-        jobs = load_jobs(sweep.dir)
+        jobs = load_jobs(sweep.dir) if sweep.runs else []  # a sweep that runs nothing has no jobs of this profile
         stem = f"{profile.name}_{sweep.experiment}" + (f"_{sweep.table.name}" if sweep.table.name else "")
         spec = sweep.table.spec
         if sweep.kind == METHODS:
