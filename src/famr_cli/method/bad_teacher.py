@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, mixed_seed, train_on_batches, training_options
+from famr_cli.method.shared import ScheduledSettings, frozen_copy, mixed_seed, train_on_batches, training_options
 from famr_cli.train.loop import Objective
 
 # Purpose tags mixed into the run's seed, so the teacher's weights and the subset are independent draws.
@@ -140,7 +140,7 @@ class BadTeacher(UnlearningMethod[BadTeacherSettings]):
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings
-        competent = copy.deepcopy(model).eval().requires_grad_(False)
+        competent = frozen_copy(model)
         incompetent = incompetent_teacher(model, ctx.seed)
         forget = ctx.split.forget_train.cpu()
         retained = retain_subset(ctx.split.retain_train, s.retain_fraction, ctx.seed)

@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, bn_option, mixed_seed, train_with_ce, training_options
+from famr_cli.method.shared import ScheduledSettings, bn_option, classifier_head, mixed_seed, train_with_ce, training_options
 
 # Purpose tag mixed into the run's seed for the shadow row's initial weights.
 _SHADOW_STREAM = 0x5348_4457  # "SHDW"
@@ -55,14 +55,13 @@ _SHADOW_STREAM = 0x5348_4457  # "SHDW"
 
 def linear_head(model: nn.Module) -> nn.Linear:
     """The model's classifier through timm's ``get_classifier()``, or :class:`FamrError` when it is not one linear layer."""
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else None
-    if not isinstance(head, nn.Linear):
-        raise FamrError(
-            f"method=boundary_expand widens the classifier head, but {type(model).__name__} has no nn.Linear head "
-            "through get_classifier() (timm models built with num_classes > 0 have one); pick another method for this model."
-        )
-    return head
+    head = classifier_head(
+        model,
+        "method=boundary_expand widens the classifier head, but {model} has no nn.Linear head "
+        "through get_classifier() (timm models built with num_classes > 0 have one); pick another method for this model.",
+        linear=True,
+    )
+    return cast(nn.Linear, head)
 
 
 def shadow_row(head: nn.Linear, seed: int) -> nn.Linear:

@@ -45,7 +45,6 @@ What still differs from the official code with the defaults:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +55,7 @@ import torch.nn.functional as F
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, bn_option, mixed_seed, train_with_ce, training_options
+from famr_cli.method.shared import ScheduledSettings, bn_option, frozen_copy, mixed_seed, train_with_ce, training_options
 
 ATTACKS = ("fgsm", "pgd")
 # Purpose tag mixed into the run's seed for the attack's random starts.
@@ -160,12 +159,6 @@ class BoundaryShrinkSettings(ScheduledSettings):
         if self.attack == "fgsm":
             return Attack(self.bound, self.bound, 1, self.random_start)
         return Attack(self.bound, self.pgd_step, self.pgd_iters, self.random_start)
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    copied = copy.deepcopy(model).eval()
-    copied.requires_grad_(False)
-    return copied
 
 
 @METHODS.register("boundary_shrink")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import LastLayersSettings, check_last_layers, last_layers, train_last_layers
+from famr_cli.method.shared import LastLayersSettings, check_last_layers, unlearn_last_layers
 
 
 @METHODS.register("cf_k")
@@ -55,10 +55,4 @@ class CFk(UnlearningMethod[LastLayersSettings]):
         check_last_layers(model, self.settings.k, "cf_k")
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        layers, norms = last_layers(model, self.settings.k)
-        result = train_last_layers(model, ctx, self.settings, layers + norms, desc="cf_k")
-        trained = sum(p.numel() for module in layers + norms for p in module.parameters())
-        return UnlearnReport(
-            epoch_losses=result.epoch_losses,
-            certificate={"steps": result.steps, "retain_samples": len(ctx.split.retain_train), "trained_parameters": trained},
-        )
+        return unlearn_last_layers(model, ctx, self.settings, desc="cf_k")

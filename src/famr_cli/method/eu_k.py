@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import LastLayersSettings, check_last_layers, last_layers, mixed_seed, train_last_layers
+from famr_cli.method.shared import LastLayersSettings, check_last_layers, mixed_seed, unlearn_last_layers
 
 # Purpose tag mixed into the run's seed for the re-initialisation draw.
 _REINIT_STREAM = 0x4555_4B52
@@ -73,11 +73,4 @@ class EUk(UnlearningMethod[LastLayersSettings]):
         check_last_layers(model, self.settings.k, "eu_k")
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
-        layers, norms = last_layers(model, self.settings.k)
-        reinitialise_(layers, ctx.seed)
-        result = train_last_layers(model, ctx, self.settings, layers + norms, desc="eu_k")
-        trained = sum(p.numel() for module in layers + norms for p in module.parameters())
-        return UnlearnReport(
-            epoch_losses=result.epoch_losses,
-            certificate={"steps": result.steps, "retain_samples": len(ctx.split.retain_train), "trained_parameters": trained},
-        )
+        return unlearn_last_layers(model, ctx, self.settings, desc="eu_k", reinitialise=reinitialise_)

@@ -71,7 +71,7 @@ from famr_cli.backbone import classifier_parameter_names
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import mixed_seed, trainable_parameters
+from famr_cli.method.shared import classifier_head, mixed_seed, run_autocast, trainable_parameters
 from famr_cli.statistic_memo import memoised
 
 # The official constants of get_mean_var (identical in Unlearn-Sparse and Golatkar's notebook).
@@ -97,7 +97,7 @@ def retain_fisher(
     batches = ctx.batches(ctx.split.retain_train, batch_size, shuffle=False, augment=augment)
     try:
         for x, _ in batches:
-            with torch.autocast(x.device.type, dtype=ctx.autocast or torch.bfloat16, enabled=ctx.autocast is not None):
+            with run_autocast(ctx, x.device.type):
                 logits = model(x).float()
             log_probs = F.log_softmax(logits, dim=1)
             weights = log_probs.detach().exp().mean(0)  # mean_i p_iy, one weight per class y
@@ -189,11 +189,9 @@ class FisherForgetting(UnlearningMethod[FisherSettings]):
         return "retain"  # the Fisher is taken over D_r; D_f only names the forgotten class's row
 
     def check_model(self, model: nn.Module) -> None:
-        if not callable(getattr(model, "get_classifier", None)):
-            raise FamrError(
-                f"method=fisher finds the output layer through timm's get_classifier(), which {type(model).__name__} "
-                "does not have; use a timm backbone."
-            )
+        classifier_head(
+            model, "method=fisher finds the output layer through timm's get_classifier(), which {model} does not have; use a timm backbone."
+        )
 
     def unlearn(self, model: nn.Module, ctx: UnlearnContext) -> UnlearnReport:
         s = self.settings

@@ -58,6 +58,7 @@ from famr_cli.method.shared import (
     cross_entropy,
     random_label_batches,
     relabel_options,
+    run_autocast,
     trainable_parameters,
     training_options,
 )
@@ -77,7 +78,7 @@ def forget_gradients(
     grads = [torch.zeros_like(p) for p in params]
     try:
         for x, y in ctx.batches(ctx.split.forget_train, batch_size, shuffle=False, augment=augment):
-            with torch.autocast(x.device.type, dtype=ctx.autocast or torch.bfloat16, enabled=ctx.autocast is not None):
+            with run_autocast(ctx, x.device.type):
                 loss = F.cross_entropy(model(x).float(), y)
             batch_grads = torch.autograd.grad(loss, params, allow_unused=True)
             present = [(acc, g) for acc, g in zip(grads, batch_grads) if g is not None]

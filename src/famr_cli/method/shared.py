@@ -6,11 +6,14 @@ BatchNorm mode, the cross-entropy objective, the random-label core of random_lab
 and D_r are passed) and :func:`train_with_ce` / :func:`train_on_batches`, which set up optimizer and
 schedule around the one training loop for the retain-based baselines and gradient ascent, and
 CF-k's and EU-k's training of the last k layers (:class:`LastLayersSettings`, :func:`last_layers`,
-:func:`train_last_layers`).
+:func:`train_last_layers`, :func:`unlearn_last_layers`); and the small pieces several methods use: a
+frozen copy of the model (:func:`frozen_copy`), the run's autocast for a forward pass
+(:func:`run_autocast`) and the timm head lookup with the method's own error (:func:`classifier_head`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
-from famr_cli.method import MethodSettings, UnlearnContext
+from famr_cli.method import MethodSettings, UnlearnContext, UnlearnReport
 from famr_cli.train.loop import LoopHooks, LoopResult, run_loop
 from famr_cli.train.optim import build_optimizer, build_schedule, optimizer_name, schedule_name
 
@@ -121,6 +124,28 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def method_optimizer(params: Iterable[nn.Parameter], s: TrainingSettings) -> torch.optim.Optimizer:
     return build_optimizer(params, s.optimizer, s.lr, key="method", momentum=s.momentum, weight_decay=s.weight_decay)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with every parameter's ``requires_grad`` off (a teacher, an attacked original)."""
+    copied = copy.deepcopy(model).eval()
+    copied.requires_grad_(False)
+    return copied
+
+
+def run_autocast(ctx: UnlearnContext, device_type: str) -> torch.autocast:
+    """The run's autocast for a forward pass on ``device_type``: ``ctx.autocast``'s dtype, off when it is None."""
+    return torch.autocast(device_type, dtype=ctx.autocast or torch.bfloat16, enabled=ctx.autocast is not None)
+
+
+def classifier_head(model: nn.Module, message: str, *, linear: bool = False) -> nn.Module:
+    """The model's classifier through timm's ``get_classifier()``, or :class:`FamrError` with ``message``
+    (its ``{model}`` filled with the model's class name) when it has none or, with ``linear``, when it is not one ``nn.Linear``."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    if not callable(get_classifier) or (linear and not isinstance(head, nn.Linear)):
+        raise FamrError(message.format(model=type(model).__name__))
+    return head
 
 
 def add_to_grads_(params: list[nn.Parameter], tensors: list[torch.Tensor], *, alpha: float) -> None:
@@ -468,3 +493,24 @@ def train_last_layers(model: nn.Module, ctx: UnlearnContext, s: LastLayersSettin
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
+
+
+def unlearn_last_layers(
+    model: nn.Module,
+    ctx: UnlearnContext,
+    s: LastLayersSettings,
+    *,
+    desc: str,
+    reinitialise: Callable[[list[nn.Module], int], None] | None = None,
+) -> UnlearnReport:
+    """CF-k's and EU-k's unlearning: train the last ``s.k`` layers (and the norms met on the way) on D_r,
+    after ``reinitialise(layers, ctx.seed)`` where one is given (EU-k's fresh draw of those layers)."""
+    layers, norms = last_layers(model, s.k)
+    if reinitialise is not None:
+        reinitialise(layers, ctx.seed)
+    result = train_last_layers(model, ctx, s, layers + norms, desc=desc)
+    trained = sum(p.numel() for module in layers + norms for p in module.parameters())
+    return UnlearnReport(
+        epoch_losses=result.epoch_losses,
+        certificate={"steps": result.steps, "retain_samples": len(ctx.split.retain_train), "trained_parameters": trained},
+    )

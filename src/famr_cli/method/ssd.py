@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import trainable_parameters
+from famr_cli.method.shared import run_autocast, trainable_parameters
 from famr_cli.statistic_memo import memoised
 
 # How I_D orders D's rows into batches: the official code's class-sorted rebuild, or the dataset order.
@@ -81,7 +81,7 @@ def fisher_importance(
     batches = ctx.batches(indices, batch_size, shuffle=False)
     try:
         for x, y in batches:
-            with torch.autocast(x.device.type, dtype=ctx.autocast or torch.bfloat16, enabled=ctx.autocast is not None):
+            with run_autocast(ctx, x.device.type):
                 loss = F.cross_entropy(model(x).float(), y)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             present = [(imp, g) for imp, g in zip(importances, grads) if g is not None]

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, mixed_seed, train_on_batches, train_with_ce, training_options
+from famr_cli.method.shared import ScheduledSettings, mixed_seed, run_autocast, train_on_batches, train_with_ce, training_options
 
 NOISE_BN_MODES = ("train", "eval")
 # Which learnt noise images enter the impair set: the first C (the notebook's loop) or all of them.
@@ -136,7 +136,7 @@ def learn_noise(
     model.train(s.noise_bn == "train")
     ce: list[torch.Tensor] = []
     for _ in range(s.noise_steps):
-        with torch.autocast(ctx.device.type, dtype=ctx.autocast or torch.bfloat16, enabled=ctx.autocast is not None):
+        with run_autocast(ctx, ctx.device.type):
             logits = model(noise)
         forget_ce = F.cross_entropy(logits.float(), labels)
         loss = -forget_ce + s.noise_l2 * noise.square().sum(dim=(1, 2, 3)).mean()
