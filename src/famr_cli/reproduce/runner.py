@@ -188,17 +188,10 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
     for sweep in sweeps:
         jobs = load_jobs(sweep.dir) if sweep.runs else []  # a sweep that runs nothing has no jobs of this profile
         stem = f"{profile.name}_{sweep.experiment}" + (f"_{sweep.table.name}" if sweep.table.name else "")
-        spec = sweep.table.spec
+        # The Avg. Gap table and the "is it forgotten?" table of a methods sweep read the same jobs the same way.
+        shared = dict(expected=profile.methods, seeds=profile.seeds, machine=machine, title=sweep.table.title, forget_spec=sweep.table.spec)
         if sweep.kind == METHODS:
-            table = tables.build_table(
-                jobs,
-                sweep.experiment,
-                expected=profile.methods,
-                seeds=profile.seeds,
-                machine=machine,
-                title=sweep.table.title,
-                forget_spec=spec,
-            )
+            table = tables.build_table(jobs, sweep.experiment, **shared)
         else:
             stem += "_lambda"
             table = tables.lambda_table(jobs, sweep.experiment, profile.lambdas, (profile.lambda_seed,), machine=machine)
@@ -213,15 +206,7 @@ def write_tables(profile: Profile, sweeps: list[Sweep], out_dir: Path, machine: 
         written.tables.append(table)
         outputs = [(stem, table)]
         if sweep.kind == METHODS:
-            forgotten = tables.robustness_table(
-                jobs,
-                sweep.experiment,
-                expected=profile.methods,
-                seeds=profile.seeds,
-                machine=machine,
-                title=sweep.table.title,
-                forget_spec=spec,
-            )
+            forgotten = tables.robustness_table(jobs, sweep.experiment, **shared)
             written.forgotten.append(forgotten)
             outputs.append((f"{stem}_forgotten", forgotten))
         for name, each in outputs:
