@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # make reproduce: PROFILE=paper (GPU) or cpu; DATA=CIFAR-10 folder/.tar.gz; IMAGENET=ImageNet root; SEEDS=N;
-# METHODS=name,name (a subset of the profile's methods).
+# METHODS=name,name (a subset of the profile's methods); PRIVACY=1 adds the per-example privacy table (docs/privacy.md).
 PROFILE ?= paper
 # make test: pytest-xdist workers, a test module each at a time (its module fixtures built once) in the order
 # tests/conftest.py sorts them (--no-loadscope-reorder keeps it), one torch
@@ -18,7 +18,7 @@ else
 PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 endif
 
-.PHONY: install demo test test-fast lint tune tune-famr clean reproduce fault-drill bench
+.PHONY: install demo test test-fast lint tune tune-famr clean reproduce fault-drill bench privacy
 
 install: $(STAMP)
 
@@ -55,7 +55,12 @@ tune-famr: install
 
 # The paper's tables (FAMR beside every baseline, mean ± std over seeds) into outputs/tables/.
 reproduce: install
-	$(BIN)/famr-reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS)) $(REPRODUCE_ARGS)
+	$(BIN)/famr-reproduce --profile $(PROFILE) $(if $(DATA),--data "$(DATA)") $(if $(IMAGENET),--imagenet "$(IMAGENET)") $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS)) $(if $(PRIVACY),--privacy) $(REPRODUCE_ARGS)
+
+# Per-example privacy over populations of models (docs/privacy.md) into outputs/privacy/<experiment>/<forget>/.
+# EXPERIMENT= (quickstart), FORGET= (class), METHODS= (famr), N= (32), PROTOCOLS= (competition,full), DATA=, PRIVACY_ARGS=.
+privacy: install
+	$(BIN)/famr-privacy experiment=$(or $(EXPERIMENT),quickstart) forget=$(or $(FORGET),class) --methods $(or $(METHODS),famr) --models $(or $(N),32) --protocols $(or $(PROTOCOLS),competition,full) $(if $(DATA),dataset.root="$(DATA)") $(PRIVACY_ARGS)
 
 # Kill, corrupt and overload famr-run on digits; prints faults injected / recovered / results lost / bad inputs rejected.
 fault-drill: install

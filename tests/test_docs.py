@@ -30,6 +30,9 @@ MIN_LINKS = 20
 # Hydra's command-line flags: they choose what famr-run prints or how it runs, never the config it composes.
 FLAGS = {"-m", "--multirun", "-h", "--help", "--hydra-help", "--resolve", "--version"}
 FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package"}
+# famr-privacy passes every key=value to its famr-run jobs: its lines compose like famr-run's, its own flags dropped.
+FLAGS |= {"--tables-only", "--dry-run"}
+FLAGS_WITH_VALUE |= {"--methods", "--models", "--protocols", "--train-seed", "--dir"}
 INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's optional argument
 
 PLACEHOLDER = "DOCS-PLACEHOLDER"
@@ -89,7 +92,7 @@ def _paragraphs(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 INLINE_CODE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 COMMENT = re.compile(r"\s+#.*$")
-IS_COMMAND = re.compile(r"^famr-run(\s|$)")
+IS_COMMAND = re.compile(r"^famr-(run|privacy)(\s|$)")
 
 
 def _commands(page: Path) -> list[Command]:
@@ -110,7 +113,7 @@ def _commands(page: Path) -> list[Command]:
     for number, paragraph in _paragraphs(prose):
         for span in INLINE_CODE.findall(paragraph):
             command = COMMENT.sub("", span).strip()
-            if command.startswith("famr-run "):
+            if command.startswith(("famr-run ", "famr-privacy ")):
                 found.append(Command(f"{name}:{number}", command))
     return found
 

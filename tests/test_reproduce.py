@@ -501,3 +501,30 @@ def test_the_trials_column_names_the_search_behind_a_row():
     assert tables.trials_behind(job("scrub", {"protocol": "hand sweep", "trials": 6})) == "6 (hand)"
     assert tables.trials_behind(job("ssd", None)) == "0"
     assert tables.trials_behind(job("retrain", None)) == tables.MISSING
+
+
+def test_privacy_runs_famr_privacy_per_experiment_where_the_profile_offers_it(tmp_path, capsys, monkeypatch):
+    (tmp_path / "train").mkdir()
+    base = ["--profile", "cpu", "--data", str(tmp_path), "--dry-run", "--runs", str(tmp_path / "runs"), "--methods", "retrain,famr,ssd"]
+    assert reproduce_cli.main([*base, "--privacy"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(
+        "famr-privacy experiment=cifar10_cpu forget=class --methods famr,ssd --models 16 --protocols competition "
+        f"--dir {tmp_path}/runs/cpu/privacy dataset.root={tmp_path}"
+    )
+    assert reproduce_cli.main(["--profile", "paper", "--dry-run", "--privacy"]) == 2
+    assert "--privacy is not offered for profile paper" in capsys.readouterr().err
+
+    # The step copies each study's tables beside the others and passes a failure on.
+    from famr_cli.reproduce import privacy_step
+
+    writer = "import sys, pathlib; d = pathlib.Path(sys.argv[sys.argv.index('--dir') + 1]) / 'quickstart' / 'class'; " + (
+        "d.mkdir(parents=True); (d / 'privacy.md').write_text('table'); (d / 'privacy.json').write_text('{}'); sys.exit(1)"
+    )
+    monkeypatch.setattr(privacy_step, "famr_privacy_command", lambda: [sys.executable, "-c", writer])
+    smoke = PROFILES["smoke"]
+    studies = privacy_step.plan_privacy(smoke, tmp_path / "runs", DataPlan())
+    assert "--models" in studies[0].argv and studies[0].argv[studies[0].argv.index("--protocols") + 1] == "competition,full"
+    code, files = privacy_step.run_privacy(smoke, studies, tmp_path / "tables", log=[].append)
+    assert code == 1 and sorted(f.name for f in files) == ["smoke_quickstart_privacy.json", "smoke_quickstart_privacy.md"]
+    assert (tmp_path / "tables" / "smoke_quickstart_privacy.md").read_text() == "table"

@@ -57,3 +57,13 @@ def famr_run_command() -> list[str]:
         return [str(exe)]
     found = shutil.which("famr-run")
     return [found] if found else [sys.executable, "-m", "famr_cli"]
+
+
+def famr_privacy_command() -> list[str]:
+    """What famr-reproduce --privacy starts as famr-privacy: the one next to this interpreter, else on PATH, else
+    ``python -m famr_cli.privacy.cli`` (its famr-run jobs follow :func:`famr_run_command`)."""
+    exe = Path(sys.executable).with_name("famr-privacy")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("famr-privacy")
+    return [found] if found else [sys.executable, "-m", "famr_cli.privacy.cli"]

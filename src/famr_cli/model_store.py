@@ -6,7 +6,7 @@ import hashlib
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,9 @@ def original_cache_key(cfg: DictConfig) -> str:
     return cache_key(_model_inputs(cfg))
 
 
-def build_model(cfg: DictConfig, data: ImageData, device: torch.device) -> nn.Module:
-    seed_everything(int(cfg.train.seed))  # same seed -> same initial weights
+def build_model(cfg: DictConfig, data: ImageData, device: torch.device, seed: int | None = None) -> nn.Module:
+    """The backbone with the initial weights of ``seed`` (``train.seed`` when None): same seed, same weights."""
+    seed_everything(int(cfg.train.seed) if seed is None else seed)
     model = build_backbone(cfg.backbone, data.num_classes, data.in_chans, data.img_size).to(device)
     if cfg.channels_last:
         # NHWC convolutions are faster on CUDA tensor cores and on CPU (oneDNN); inputs follow the weights.
@@ -82,14 +83,25 @@ def build_model(cfg: DictConfig, data: ImageData, device: torch.device) -> nn.Mo
     return model
 
 
+def retrain_seed(cfg: DictConfig) -> int:
+    """The training seed of Retrain: ``retrain_seed`` when set, else ``train.seed`` (the original's)."""
+    chosen = cfg.get("retrain_seed")
+    return int(cfg.train.seed) if chosen is None else int(chosen)
+
+
 def retrain_inputs(cfg: DictConfig, split: ForgetSplit) -> dict[str, Any]:
-    """The original model's inputs plus D_f itself: the retrain reference depends on which samples left.
+    """The original model's inputs, with Retrain's training seed, plus D_f itself: the retrain reference
+    depends on which samples left.
 
     The forget set is hashed by its indices rather than by the ``forget`` section, so two specs that
-    pick the same samples (e.g. a seed and the index file it produced) share one reference.
+    pick the same samples (e.g. a seed and the index file it produced) share one reference. Retrain's seed
+    goes in as ``train.seed``, so ``retrain_seed=3`` beside one original finds the Retrain that
+    ``train.seed=3`` trains (famr-privacy's populations share their models that way).
     """
+    inputs = _model_inputs(cfg)
+    inputs["train"]["seed"] = retrain_seed(cfg)
     digest = hashlib.sha256(split.forget_train.to(torch.int64).numpy().tobytes()).hexdigest()
-    return {**_model_inputs(cfg), "retrain_without": {"num_forget": len(split.forget_train), "indices_sha256": digest}}
+    return {**inputs, "retrain_without": {"num_forget": len(split.forget_train), "indices_sha256": digest}}
 
 
 def get_trained_model(
@@ -115,7 +127,7 @@ def get_trained_model(
     entry = CacheEntry(root=cache_root(cfg), kind=kind, key=key)
     shard = current_shard()
     main = shard is None or shard.is_main
-    model = build_model(cfg, data, device)  # same seed as the original: same initial weights
+    model = build_model(cfg, data, device, recipe.seed)  # Retrain with the original's seed starts from the same weights
 
     def load() -> TrainedModel | None:
         meta = entry.load(model, device)
@@ -216,7 +228,8 @@ def get_original_model(
 
 
 def get_retrain_model(cfg: DictConfig, p: Prepared, logger: ExperimentLogger) -> TrainedModel:
-    """Retrain, the gold standard: the same recipe and seed on D_r = D \\ D_f, trained once per forget set."""
+    """Retrain, the gold standard: the same recipe on D_r = D \\ D_f, trained once per forget set and seed
+    (the original's seed unless ``retrain_seed`` is set)."""
     return get_trained_model(
         cfg,
         p.data,
@@ -225,7 +238,7 @@ def get_retrain_model(cfg: DictConfig, p: Prepared, logger: ExperimentLogger) ->
         kind="retrain",
         inputs=retrain_inputs(cfg, p.split),
         indices=p.split.retain_train,
-        recipe=p.train,
+        recipe=replace(p.train, seed=retrain_seed(cfg)),
         show_progress=p.show_progress,
         autocast=p.autocast,
     )

@@ -13,6 +13,7 @@ import torch.nn as nn
 from omegaconf import DictConfig
 
 from famr_cli.assessment import assess_robustness, cached_evaluation, certify, evaluate
+from famr_cli.errors import FamrError
 from famr_cli.evaluate.certificate.run import output_drift
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.evaluate.report import compare_to_reference
@@ -21,6 +22,7 @@ from famr_cli.logger import ExperimentLogger
 from famr_cli.method import UnlearnContext, UnlearningMethod, UnlearnReport
 from famr_cli.model_store import get_original_model, get_retrain_model, user_original_model
 from famr_cli.prepared import Prepared, prepare
+from famr_cli.privacy.scores import true_class_log_odds, write_forget_scores
 from famr_cli.results_document import RunRecord, results_document
 from famr_cli.runtime import seed_everything
 
@@ -71,6 +73,15 @@ def write_forget_indices(run_dir: Path, split: ForgetSplit) -> Path:
     path = run_dir / FORGET_INDICES_FILE
     path.write_text("".join(f"{i}\n" for i in split.forget_train.tolist()))
     return path
+
+
+def save_forget_scores(run_dir: Path | None, p: Prepared, models: dict[str, nn.Module]) -> Path:
+    """Each model's true-class log-odds on every D_f image, in the run dir (famr-privacy's population members)."""
+    if run_dir is None:
+        raise FamrError("evaluate.forget_scores=true writes a file into the run dir; run through famr-run, or set it to false.")
+    forget = p.split.forget_train
+    scores = {name: true_class_log_odds(m, p.data, forget, p.device, p.eval.batch_size, p.autocast) for name, m in models.items()}
+    return write_forget_scores(Path(run_dir), forget, scores)
 
 
 def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | None = None) -> dict[str, Any]:
@@ -131,6 +142,9 @@ def run_experiment(cfg: DictConfig, logger: ExperimentLogger, run_dir: Path | No
         certificate.update(output_drift(before, after, p.split.retain_test))
         certificate["certify_s"] = certify_s
     robustness = assess_robustness(cfg, p, original, retrain, unlearned, evaluations)
+    if p.eval.forget_scores:
+        models = {"unlearned": unlearned, "original": original.model, **({"retrain": retrain.model} if retrain is not None else {})}
+        forget_info["scores_file"] = save_forget_scores(run_dir, p, models).name
     record = RunRecord(
         forget_info,
         original,

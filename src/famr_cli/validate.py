@@ -63,6 +63,8 @@ def validate_run_settings(cfg: DictConfig) -> CheckedSettings:
 
 def _check_root_keys(cfg: DictConfig) -> None:
     whole(cfg.seed, "seed", 0, minimum=0)
+    if cfg.get("retrain_seed") is not None:
+        whole(cfg.retrain_seed, "retrain_seed", 1, minimum=0)
     whole(cfg.eval_batch_size, "eval_batch_size", 1024, minimum=1)
     if not (isinstance(cfg.progress, bool) or cfg.progress == "auto"):
         raise FamrError(f"progress must be auto, true or false (got {cfg.progress}); use e.g. progress=auto.")

@@ -44,11 +44,12 @@ class EvalSettings:
     influence_damping: float
     split: str  # "val": score on dataset.val_per_class's held-out images instead of the test set
     robustness: RobustnessSettings
+    forget_scores: bool = False  # write each model's per-example log-odds on D_f (famr-privacy's populations)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, autocast: torch.dtype | None) -> EvalSettings:
         section = cfg.evaluate
-        for key in ("reference", "mia", "mia_max_shadow", "certificate", "newton", "split", "robustness"):
+        for key in ("reference", "mia", "mia_max_shadow", "certificate", "newton", "split", "robustness", "forget_scores"):
             if key not in section:
                 raise FamrError(
                     f"evaluate needs evaluate.{key}, which the config does not set; "
@@ -76,8 +77,21 @@ class EvalSettings:
         if split not in EVAL_SPLITS:
             raise FamrError(f"Unknown evaluate.split '{split}': use test (the tables' figures) or val (famr-tune's selection).")
         robustness = RobustnessSettings.from_config(section.robustness)
+        forget_scores = flag(section.forget_scores, "evaluate.forget_scores")
         return cls(
-            str(section.reference), mia, shadow, batch_size, autocast, seed, certificate, tol, max_iter, damping, str(split), robustness
+            str(section.reference),
+            mia,
+            shadow,
+            batch_size,
+            autocast,
+            seed,
+            certificate,
+            tol,
+            max_iter,
+            damping,
+            str(split),
+            robustness,
+            forget_scores,
         )
 
     def cache_inputs(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from famr_cli.errors import FamrError
 from famr_cli.reproduce.data import DataError, plan_data
+from famr_cli.reproduce.privacy_step import plan_privacy
 from famr_cli.reproduce.profiles import PROFILES, experiment_names, public_profiles
 from famr_cli.reproduce.runner import check_resumable, plan_sweeps, reproduce
 
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resume", action="store_true", help="continue the sweeps under --runs: jobs that finished ok are kept, the others run"
     )
     parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the sweeps already under --runs")
+    parser.add_argument(
+        "--privacy", action="store_true", help="also famr-privacy's per-example privacy table (class forgetting; profiles that offer it)"
+    )
     return parser.parse_args(argv)
 
 
@@ -100,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         profile = profile.with_tables(chosen)
 
+    if args.privacy and profile.privacy_models < 1:
+        offered = [name for name in public_profiles() if PROFILES[name].privacy_models > 0]
+        print(
+            f"--privacy is not offered for profile {profile.name}, whose 2N Retrains per experiment are yours to size: "
+            f"use --profile {' or '.join(offered)}, or run famr-privacy with the N you can afford.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     runs_root = args.runs.expanduser().resolve()
     out_dir = args.out.expanduser().resolve()
     cache_dir = Path(os.environ.get("FAMR_CACHE_DIR") or "outputs/cache").expanduser().resolve()
     try:
         data = plan_data(profile, checkout_root(), cache_dir, args.data, args.imagenet, args.allow_download, strict=not args.dry_run)
         sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume)
+        privacy = plan_privacy(profile, runs_root, data, tables_only=args.tables_only) if args.privacy else []
         if args.resume:
             check_resumable(sweeps)
     except (DataError, FamrError) as err:
@@ -120,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {note}")
             if sweep.runs:
                 print(sweep.command())
+        for study in privacy:
+            print(study.command())
         return 0
     for note in data.notes:
         print(f"[reproduce] {note}")
     print(f"[reproduce] profile {profile.name}: {profile.doc}")
     try:
-        return reproduce(profile, sweeps, out_dir, runs_root, tables_only=args.tables_only, resume=args.resume)
+        return reproduce(profile, sweeps, out_dir, runs_root, tables_only=args.tables_only, resume=args.resume, privacy=privacy)
     except KeyboardInterrupt:
         print("[reproduce] interrupted; finished jobs stay under " + str(runs_root / profile.name), file=sys.stderr)
         return 130

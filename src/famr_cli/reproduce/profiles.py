@@ -96,6 +96,9 @@ class Profile:
     allow_download: bool = True  # CIFAR-10 may come from a torchvision download when no local copy exists
     # One methods table per forget spec, per experiment; by default both protocols, like the paper's.
     forget_tables: tuple[ForgetTable, ...] = (CLASS_TABLE, SAMPLE_TABLE)
+    # --privacy: famr-privacy's populations (docs/privacy.md) on class forgetting, N models each; 0 = not offered.
+    privacy_models: int = 0
+    privacy_protocols: tuple[str, ...] = ("competition",)
 
     def with_seeds(self, n: int) -> Profile:
         return replace(self, seeds=tuple(range(n)))
@@ -155,6 +158,9 @@ CPU = Profile(
     seeds=(0, 1),
     seed_mode=UNLEARNING,
     allow_download=False,
+    # Ours: N = 16 under the competition protocol alone. Its 32 Retrains are most of the cost (docs/privacy.md);
+    # the full protocol would add 16 originals.
+    privacy_models=16,
 )
 
 SMOKE = Profile(
@@ -173,6 +179,8 @@ SMOKE = Profile(
     overrides=("train.epochs=2",),
     lambda_overrides=("method.epochs=20",),
     forget_tables=(CLASS_TABLE,),  # one table keeps the test run short
+    privacy_models=4,
+    privacy_protocols=("competition", "full"),
     hidden=True,
 )
 

@@ -23,6 +23,7 @@ from famr_cli.host import available_cores, cpu_name, famr_run_command
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
 from famr_cli.reproduce.method_reads import reads_of_option, refused_cell
+from famr_cli.reproduce.privacy_step import PrivacyStudy, run_privacy
 from famr_cli.reproduce.profiles import CLASS_TABLE, ForgetTable, Profile
 from famr_cli.sweep.jobs import load_jobs
 
@@ -226,12 +227,23 @@ def wall_time(seconds: float) -> str:
 
 
 def reproduce(
-    profile: Profile, sweeps: list[Sweep], out_dir: Path, runs_root: Path, tables_only: bool = False, resume: bool = False, log=print
+    profile: Profile,
+    sweeps: list[Sweep],
+    out_dir: Path,
+    runs_root: Path,
+    tables_only: bool = False,
+    resume: bool = False,
+    log=print,
+    privacy: list[PrivacyStudy] | None = None,
 ) -> int:
-    """Run the sweeps (unless ``tables_only``), write the tables, log the profile's wall time last; 0 only when
-    every job finished ok."""
+    """Run the sweeps (unless ``tables_only``), write the tables, then the ``privacy`` studies when given; log the
+    profile's wall time last; 0 only when every job finished ok."""
     start = time.perf_counter()
     code = _reproduce(profile, sweeps, out_dir, runs_root, tables_only, resume, log)
+    if privacy:
+        privacy_code, files = run_privacy(profile, privacy, out_dir, log)
+        log(f"[reproduce] wrote {len(files)} privacy files under {out_dir}: " + ", ".join(p.name for p in files))
+        code = code or (1 if privacy_code else 0)
     log(f"[reproduce] wall time of profile {profile.name}: {wall_time(time.perf_counter() - start)}.")
     return code
 

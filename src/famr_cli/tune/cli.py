@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         study_dir = root / method
         results_file = study_dir / "runs" / "optimization_results.yaml"
         start = time.perf_counter()
-        if not budget_spent(study_dir, results_file, args.trials):
+        searched = not budget_spent(study_dir, results_file, args.trials)
+        if searched:
             results_file.unlink(missing_ok=True)  # written anew when this study's budget is spent
             # famr-run exits non-zero when any trial failed; rejected and failed trials are part of a search,
             # so the study counts as done once its summary exists.
@@ -185,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  {method:13s} {len(tried)} trials ({accepted} accepted, {trial_s:.0f} s of trials, {seconds:.0f} s now): "
             f"best {summary['objective']}={summary['best_value']:.3f} at {best}"
         )
-        if best and not args.no_write:
+        path = CONFIG_DIR / "method" / "tuned" / experiment / forget / f"{method}.yaml"
+        if best and not searched and path.is_file():
+            # Nothing ran: the file already holds this study's choice, with the commit the search ran at.
+            print(f"  {'':13s} kept {path}")
+        elif best and not args.no_write:
             provenance = {
                 "search": f"{args.trials} Optuna TPE trials (seed {args.seed}) over {sorted(best)}",
                 # What the study drew from (its summary); a summary written before it recorded one: today's space.
@@ -202,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
                 "study": str(study_dir / "trials.jsonl"),
                 "commit": commit,
             }
-            path = CONFIG_DIR / "method" / "tuned" / experiment / forget / f"{method}.yaml"
             write_tuned_file(
                 path,
                 experiment=experiment,

@@ -1,0 +1,354 @@
+"""``famr-privacy``: per-example privacy over populations of models (the NeurIPS 2023 competition score and U-LiRA).
+
+    famr-privacy experiment=quickstart forget=class --methods famr,ssd --models 32
+    famr-privacy experiment=cifar10_cpu forget=class dataset.root=DATA --methods famr --models 16 --protocols competition
+
+It runs one ``famr-run -m`` sweep per population (docs/privacy.md): 2N Retrains beside one original, then N unlearned
+models per method and protocol, each member a famr-run job that writes its models' per-example scores on D_f. Run
+the same command again to continue a killed study: finished members are kept and cached models are not trained
+again. Then it writes ``privacy.json``, ``privacy.md`` and ``epsilon_hist.png`` into ``<dir>/<experiment>/<forget>/``.
+Any other ``key=value`` argument goes to every famr-run job (``hydra/launcher=joblib`` runs members side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+
+from famr_cli.config_schema import CONFIG_DIR
+from famr_cli.errors import FamrError
+from famr_cli.host import famr_run_command
+from famr_cli.privacy.population import COMPETITION, FULL, PROTOCOLS, RETRAIN, PopulationSweep, SweepMembers, plan_populations
+from famr_cli.reproduce.method_reads import method_options, option_section, reads_of_option
+from famr_cli.reproduce.runner import describe_machine
+from famr_cli.reproduce.table_columns import METHOD_NAMES
+from famr_cli.tune.tuned_file import current_commit
+
+log = logging.getLogger("famr")
+
+MIN_MODELS = 4  # U-LiRA fits on half of each population and scores the other half: two members per half at least
+PRIVACY_JSON = "privacy.json"
+PRIVACY_MD = "privacy.md"
+HISTOGRAM = "epsilon_hist.png"
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="famr-privacy", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--methods", default="famr", help="comma-separated methods (default famr); Retrain and the original are always rows"
+    )
+    parser.add_argument(
+        "--models", type=int, default=32, help="N, the models per population (default 32; epsilon resolves error rates in steps of 1/N)"
+    )
+    parser.add_argument(
+        "--protocols", default=",".join(PROTOCOLS), help="competition (one original), full (original seed varied too), or both"
+    )
+    parser.add_argument(
+        "--train-seed", type=int, default=0, help="train.seed of the one original every competition member unlearns (default 0)"
+    )
+    parser.add_argument("--dir", default="outputs/privacy", help="where the populations and the tables go (default outputs/privacy)")
+    parser.add_argument("--tables-only", action="store_true", help="run nothing: build the tables from the members already there")
+    parser.add_argument("--dry-run", action="store_true", help="print the famr-run sweeps and exit")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("-")]
+    if unknown:
+        parser.error(f"unknown options {unknown}; famr-run overrides take the form key=value")
+    return args, overrides
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise FamrError(f"--{what} names nothing; give e.g. --{what} famr,ssd.")
+    return list(dict.fromkeys(names))
+
+
+def check_request(args: argparse.Namespace, forget: str) -> tuple[list[str], list[str]]:
+    """The methods and protocols asked for, or the first problem as a FamrError."""
+    if args.models < MIN_MODELS:
+        raise FamrError(
+            f"--models must be at least {MIN_MODELS} (got {args.models}): U-LiRA fits on half of each population; try --models 16."
+        )
+    if args.train_seed < 0:
+        raise FamrError(f"--train-seed must be a whole number >= 0 (got {args.train_seed}).")
+    protocols = _names(args.protocols, "protocols")
+    if bad := [p for p in protocols if p not in PROTOCOLS]:
+        raise FamrError(f"Unknown protocol {bad[0]}: use competition, full or competition,full.")
+    methods = method_options() if args.methods == "all" else _names(args.methods, "methods")
+    methods = [m for m in methods if m != RETRAIN]
+    for method in methods:
+        if option_section(method) is None:
+            raise FamrError(f"Unknown method {method}: pick from {', '.join(method_options())}.")
+        reason = reads_of_option(method).refusal(forget)
+        if reason is not None and args.methods != "all":
+            raise FamrError(f"method={method} is {reason}, so it has no forget={forget} population; drop it from --methods.")
+    methods = [m for m in methods if reads_of_option(m).refusal(forget) is None]
+    return methods, [p for p in PROTOCOLS if p in protocols]
+
+
+def compose_target(overrides: list[str]) -> tuple[str, str, dict[str, Any]]:
+    """The experiment and forget spec the overrides select, and the logger section (for wandb)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    from omegaconf import OmegaConf
+
+    return str(choices.get("experiment")), str(choices.get("forget")), OmegaConf.to_container(cfg.logger, resolve=True)
+
+
+def sweep_argv(sweep: PopulationSweep) -> list[str]:
+    from famr_cli.privacy.population import MEMBER_OVERRIDES
+
+    return [
+        *famr_run_command(),
+        "-m",
+        *sweep.overrides,
+        *MEMBER_OVERRIDES,
+        f"hydra.sweep.dir={sweep.dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
+
+
+def run_populations(sweeps: list[PopulationSweep]) -> dict[str, dict[str, Any]]:
+    """Each sweep in turn; its exit code and this run's seconds."""
+    runs = {}
+    for sweep in sweeps:
+        sweep.dir.mkdir(parents=True, exist_ok=True)
+        print(f"[famr-privacy] {sweep.name}: {' '.join(sweep_argv(sweep))}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.run(sweep_argv(sweep), env=os.environ.copy()).returncode
+        runs[sweep.name] = {"exit_code": code, "wall_s": round(time.perf_counter() - start, 1)}
+        print(f"[famr-privacy] {sweep.name}: exit {code} after {runs[sweep.name]['wall_s']:.0f} s", flush=True)
+    return runs
+
+
+def _recorded_cost(members: SweepMembers) -> dict[str, float]:
+    """The seconds the members' models took when they were made (from each job's results.json timing)."""
+    from famr_cli.sweep.jobs import load_jobs
+
+    unlearn = retrain = original = 0.0
+    for job in load_jobs(members.sweep.dir):
+        timing = (job.results or {}).get("timing") or {}
+        if job.ok:
+            unlearn += float(timing.get("unlearn_s") or 0.0)
+            retrain += float(timing.get("retrain_s") or 0.0)
+            original += float(timing.get("original_train_s") or 0.0)
+    if members.sweep.name == RETRAIN:
+        return {"retrain_train_s": round(retrain, 1)}
+    cost = {"unlearn_s": round(unlearn, 1)}
+    if members.sweep.protocol == FULL:
+        cost["original_train_s"] = round(original, 1)
+    return cost
+
+
+def build_rows(sweeps: list[PopulationSweep], models: int, protocols: list[str]) -> tuple[list, list[str], dict[str, Any], Any]:
+    """Every table row, the problem lines, the recorded cost per population, and D_f's indices."""
+    from famr_cli.privacy.population import read_members
+    from famr_cli.privacy.report import REFERENCE_ORIGINAL, REFERENCE_RETRAIN, PrivacyRow, repeated, row_note, score_row
+
+    members = {s.name: read_members(s) for s in sweeps}
+    problems = [line for m in members.values() for line in m.problems]
+    cost = {name: _recorded_cost(m) for name, m in members.items()}
+    retrains = members[RETRAIN]
+    population_a = retrains.population(list(range(models)))
+    population_b = retrains.population(list(range(models, 2 * models)))
+    rows: list[PrivacyRow] = []
+
+    def add(protocol: str, label: str, reads: str, reference: bool, unlearned) -> None:
+        row = PrivacyRow(protocol, label, reads, reference, models)
+        if unlearned is None or population_a is None:
+            row.note = "incomplete: some members are missing or failed (listed above the table); run the command again"
+        else:
+            row.figures, row.per_example = score_row(unlearned, population_a)
+            row.note = row_note(row.figures)
+        rows.append(row)
+
+    for protocol in protocols:
+        add(protocol, REFERENCE_RETRAIN, "—", True, population_b)
+        for sweep in (s for s in sweeps if s.protocol == protocol):
+            add(
+                protocol,
+                METHOD_NAMES.get(sweep.method, sweep.method),
+                reads_of_option(sweep.method).label,
+                False,
+                members[sweep.name].population(list(range(models))),
+            )
+        if protocol == COMPETITION:
+            one = retrains.population([0], "original")
+            add(protocol, REFERENCE_ORIGINAL, "—", True, None if one is None else repeated(one, models))
+        else:
+            originals = next(
+                (
+                    p
+                    for s in sweeps
+                    if s.protocol == FULL and (p := members[s.name].population(list(range(models)), "original")) is not None
+                ),
+                None,
+            )
+            add(protocol, REFERENCE_ORIGINAL, "—", True, originals)
+    return rows, problems, cost, retrains.indices
+
+
+def histogram(rows: list, path: Path) -> Path | None:
+    """Per-example epsilon, one panel per row and protocol (bins of the competition's 0.5 buckets)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    scored = [r for r in rows if r.per_example]
+    if not scored:
+        return None
+    fig, axes = plt.subplots(len(scored), 1, figsize=(7, 1.6 * len(scored)), sharex=True, squeeze=False)
+    bins = np.arange(0.0, 50.5, 0.5)
+    for ax, row in zip(axes[:, 0], scored):
+        ax.hist(np.asarray(row.per_example["epsilon"]), bins=bins, color="tab:gray" if row.reference else "tab:blue")
+        ax.set_ylabel("examples", fontsize=7)
+        ax.set_title(f"{row.label} ({row.protocol}, N={row.n}): F={row.figures['F']:.3f}", fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel("per-example ε (official rule; 50 = the cap)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def log_to_wandb(logger_cfg: dict[str, Any], document: dict[str, Any], files: list[Path], out_dir: Path) -> None:
+    """One wandb run holding the privacy table and the histogram; never fatal."""
+    if logger_cfg.get("name") != "wandb":
+        return
+    try:
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        run = wandb.init(
+            project=logger_cfg.get("project"),
+            entity=logger_cfg.get("entity"),
+            group=logger_cfg.get("group") or f"privacy/{out_dir.parent.name}/{out_dir.name}",
+            job_type="privacy",
+            mode=logger_cfg.get("mode"),
+            dir=str(logger_cfg.get("dir") or out_dir),
+            config={k: v for k, v in document.items() if k not in ("rows",)},
+            reinit="finish_previous",
+        )
+        columns = [
+            "protocol",
+            "row",
+            "reads",
+            "N",
+            "F",
+            "final_score",
+            "epsilon_median",
+            "epsilon_p90",
+            "ulira_auc",
+            "ulira_tpr_at_1pct_fpr",
+        ]
+        data = [[r["protocol"], r["label"], r["reads"], r["n"], *(r["figures"].get(c) for c in columns[4:])] for r in document["rows"]]
+        run.log({"privacy/table": wandb.Table(columns=columns, data=data)})
+        run.log({f"privacy/{p.stem}": wandb.Image(str(p)) for p in files if p.suffix == ".png"})
+        run.finish()
+    except Exception as err:  # the files are on disk; wandb holds a copy
+        log.warning("Logging the privacy table to wandb failed (%s); it is in %s.", err, out_dir)
+
+
+def write_report(out_dir: Path, document: dict[str, Any], rows: list, problems: list[str]) -> list[Path]:
+    from famr_cli.privacy.report import to_markdown
+
+    (out_dir / PRIVACY_JSON).write_text(json.dumps(document, indent=1) + "\n")
+    header = [
+        f"## Per-example privacy: experiment={document['experiment']} forget={document['forget']}, N = {document['models']} per population",
+        "",
+        f"Machine: {document['machine']}; commit {document['commit']}; command: `{document['command']}`.",
+        "",
+    ]
+    titles = {
+        COMPETITION: "Competition protocol (one original, unlearning seed varied)",
+        FULL: "Full protocol (original and unlearning seeds varied)",
+    }
+    body = [to_markdown(rows, p, titles[p]) for p in document["protocols"]]
+    trouble = ["", "Members that did not finish ok:", *[f"- {line}" for line in problems]] if problems else []
+    (out_dir / PRIVACY_MD).write_text("\n".join(header) + "\n".join(body) + "\n".join(trouble) + "\n")
+    files = [out_dir / PRIVACY_JSON, out_dir / PRIVACY_MD]
+    hist = histogram(rows, out_dir / HISTOGRAM)
+    return files + ([hist] if hist else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[famr-privacy] %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    args, overrides = parse_args(argv)
+    try:
+        experiment, forget, logger_cfg = compose_target(overrides)
+        methods, protocols = check_request(args, forget)
+        famr_run_command()  # a FAMR_RUN_COMMAND that does not split fails here
+    except FamrError as err:
+        print(f"[famr-privacy][ERROR] {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a Hydra composition error: an unknown group option or key
+        print(
+            f"[famr-privacy][ERROR] The famr-run overrides do not compose ({str(err).splitlines()[0]}); fix them as famr-run would.",
+            file=sys.stderr,
+        )
+        return 2
+    out_dir = Path(args.dir) / experiment / forget
+    sweeps = plan_populations(out_dir, methods, args.models, protocols, args.train_seed, overrides)
+    if args.dry_run:
+        for sweep in sweeps:
+            print(" ".join(sweep_argv(sweep)))
+        return 0
+    start = time.perf_counter()
+    runs = {} if args.tables_only else run_populations(sweeps)
+    try:
+        rows, problems, cost, indices = build_rows(sweeps, args.models, protocols)
+    except FamrError as err:
+        print(f"[famr-privacy][ERROR] {err}", file=sys.stderr)
+        return 2
+    document = {
+        "experiment": experiment,
+        "forget": forget,
+        "models": args.models,
+        "protocols": protocols,
+        "train_seed": args.train_seed,
+        "methods": methods,
+        "command": " ".join(["famr-privacy", *argv]),
+        "commit": current_commit(CONFIG_DIR),
+        "machine": describe_machine(),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "runs": runs,
+        "recorded_cost_s": cost,
+        "forget_indices": [] if indices is None else [int(i) for i in indices],
+        "problems": problems,
+        "rows": [
+            {
+                "protocol": r.protocol,
+                "label": r.label,
+                "reads": r.reads,
+                "reference": r.reference,
+                "n": r.n,
+                "figures": r.figures,
+                "note": r.note,
+                "per_example": r.per_example,
+            }
+            for r in rows
+        ],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_report(out_dir, document, rows, problems)
+    log_to_wandb(logger_cfg, document, files, out_dir)
+    print((out_dir / PRIVACY_MD).read_text())
+    print(f"[famr-privacy] wrote {', '.join(str(f) for f in files)} ({document['wall_s']:.0f} s)")
+    failed = any(r["exit_code"] for r in runs.values()) or bool(problems) or any(not r.figures for r in rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
