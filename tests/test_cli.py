@@ -75,3 +75,21 @@ def test_finished_results_match_only_an_ok_job_of_the_same_config(tmp_path):
     (tmp_path / "results.json").write_text('{"status": "ok", "conf')
     assert finished_results(tmp_path, config) is None
     assert finished_results(tmp_path / "missing", config) is None
+
+
+def test_the_host_names_the_slurm_job_as_sacct_does(monkeypatch):
+    from famr_cli.host import SLURM_KEYS, describe_run_host, run_host
+
+    for name in SLURM_KEYS.values():
+        monkeypatch.delenv(name, raising=False)
+    assert set(run_host()) == {"node"} and describe_run_host(run_host()).startswith("node ")
+    monkeypatch.setenv("SLURM_JOB_ID", "15")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURMD_NODENAME", "n1")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    host = run_host()
+    assert host["node"] == "n1" and host["slurm"]["sacct_id"] == "12_3" and host["slurm"]["job_id"] == "15"
+    assert describe_run_host(host) == "node n1, SLURM job 12_3 (id 15, restart 1)"
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    assert run_host()["slurm"]["sacct_id"] == "15"

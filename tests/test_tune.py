@@ -280,3 +280,60 @@ def test_class_only_methods_have_no_sample_search(capsys):
     assert defined_for(["famr", "unsir"], "class", named=True) == ["famr", "unsir"]
     with pytest.raises(FamrError, match=r"^method=unsir is defined for class forgetting only, so it has no forget=sample search"):
         defined_for(["famr", "unsir"], "sample", named=True)
+
+
+class _FakeLauncher:
+    """Writes each job's results.json as famr-run would (Avg. Gap = |lr - 0.01| * 100), recording every batch;
+    ``stop_after`` batches it raises KeyboardInterrupt instead, as a study killed mid-batch."""
+
+    def __init__(self, root: Path, stop_after: int | None = None):
+        self.root, self.stop_after, self.batches, self.dirs = root, stop_after, [], []
+
+    def __call__(self, jobs: list[list[str]], index: int) -> list[Path]:
+        if self.stop_after is not None and len(self.batches) == self.stop_after:
+            raise KeyboardInterrupt
+        self.batches.append(len(jobs))
+        dirs = []
+        for offset, overrides in enumerate(jobs):
+            run_dir = self.root / str(index + offset)
+            assert not run_dir.exists(), f"job dir {run_dir} reused"
+            lr = float(dict(o.split("=", 1) for o in overrides)["method.lr"])
+            metrics = {"original": {"retain_test_acc": 90.0}, "unlearned": {"retain_test_acc": 89.0}}
+            run_dir.mkdir(parents=True)
+            (run_dir / "results.json").write_text(
+                json.dumps({"status": "ok", "metrics": metrics, "gaps": {"avg_gap": abs(lr - 0.01) * 100}})
+            )
+            dirs.append(run_dir)
+        self.dirs += dirs
+        return dirs
+
+
+def _study_config(tmp_path: Path):
+    choices = {"experiment": "quickstart", "forget": "class", "method": "famr"}
+    return OmegaConf.create(
+        {"objective": "gaps.avg_gap", "hydra": {"runtime": {"choices": choices}, "sweep": {"dir": str(tmp_path / "runs")}}}
+    )
+
+
+def test_parallel_trials_run_in_batches_count_distinct_settings_and_resume_without_running_anything_twice(tmp_path):
+    from famr_cli.tune.study import read_trials
+    from famr_cli.tune.sweeper import run_study
+
+    space = {"method.lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+    sets = ["forget.classes=[3]", "forget.classes=[8]"]
+    kwargs = dict(params=space, n_trials=5, parallel_trials=2, storage=str(tmp_path / "s.journal"), forget_sets=sets)
+    killed = _FakeLauncher(tmp_path / "runs", stop_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(settings_from(kwargs), _study_config(tmp_path), [], killed)
+    assert killed.batches == [4]  # two trials x two forget sets in one launcher call
+    resumed = _FakeLauncher(tmp_path / "runs")
+    summary = run_study(settings_from(kwargs), _study_config(tmp_path), [], resumed)
+    # The killed batch's two trials are retried under new numbers: 5 distinct settings in all, the last batch of one.
+    assert resumed.batches == [4, 2]
+    trials = read_trials(tmp_path / "s.trials.jsonl")
+    assert len(trials) == 5 and len({t["params"]["method.lr"] for t in trials}) == 5
+    assert len(set(killed.dirs + resumed.dirs)) == len(killed.dirs) + len(resumed.dirs) == 10
+    assert all([s["forget_set"] for s in t["forget_sets"]] == sets for t in trials)
+    assert summary["best_value"] == min(t["objective"] for t in trials)
+    with pytest.raises(FamrError, match="parallel_trials must be a whole number >= 1"):
+        settings_from({"parallel_trials": 0})

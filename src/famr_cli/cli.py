@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import famr_cli.reproduce.method_reads  # noqa: F401  (registers the ${famr_methods:} resolver of --help's method list)
 from famr_cli.errors import DivergedError, FamrError, RunInterrupted
-from famr_cli.host import available_cores
+from famr_cli.host import available_cores, describe_run_host, run_host
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment, train_models_only
 from famr_cli.results import finished_results, summary_table, write_results
@@ -67,6 +67,8 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
         if earlier is not None:
             log.info("This job already finished ok in %s (skip_finished=true): its results are kept, nothing runs.", run_dir)
             return 0, earlier
+    host = run_host()
+    log.info("Running on %s.", describe_run_host(host))
     logger = build_logger(_with_sweep_group(cfg.logger))
     exit_code = 0
     results = None
@@ -86,7 +88,9 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
         exit_code = EXIT_DIVERGED if diverged else EXIT_BAD_INPUT
         log.error("%s", err)
         status = "diverged" if diverged else "failed"
-        write_results(run_dir, {"status": status, "method": method_row_name(cfg.method), "error": str(err), "exit_code": exit_code})
+        write_results(
+            run_dir, {"status": status, "method": method_row_name(cfg.method), "error": str(err), "exit_code": exit_code, "host": host}
+        )
     except (KeyboardInterrupt, RunInterrupted) as err:
         signum = err.signum if isinstance(err, RunInterrupted) else signal.SIGINT
         exit_code = EXIT_INTERRUPTED[signum]
@@ -95,11 +99,16 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
             "from its last saved epoch, so run the same command again to continue."
         )
         log.error("%s", message)
-        write_results(run_dir, {"status": "interrupted", "method": method_row_name(cfg.method), "error": message, "exit_code": exit_code})
+        write_results(
+            run_dir,
+            {"status": "interrupted", "method": method_row_name(cfg.method), "error": message, "exit_code": exit_code, "host": host},
+        )
     except Exception as err:
         exit_code = EXIT_FAILED
         error = f"{type(err).__name__}: {err}"
-        write_results(run_dir, {"status": "failed", "method": method_row_name(cfg.method), "error": error, "exit_code": exit_code})
+        write_results(
+            run_dir, {"status": "failed", "method": method_row_name(cfg.method), "error": error, "exit_code": exit_code, "host": host}
+        )
         if not _in_multirun():
             raise
         # One broken job must not cost the rest of an overnight sweep: keep its traceback in its log, go on.

@@ -7,6 +7,7 @@ import os
 import platform
 import shlex
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -67,3 +68,36 @@ def famr_privacy_command() -> list[str]:
         return [str(exe)]
     found = shutil.which("famr-privacy")
     return [found] if found else [sys.executable, "-m", "famr_cli.privacy.cli"]
+
+
+# SLURM's environment in a job (sbatch, srun, submitit): what sacct and squeue call the job.
+SLURM_KEYS = {
+    "job_id": "SLURM_JOB_ID",
+    "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID",
+    "restart_count": "SLURM_RESTART_COUNT",
+    "partition": "SLURM_JOB_PARTITION",
+    "node": "SLURMD_NODENAME",
+}
+
+
+def run_host() -> dict:
+    """Where this process runs: the node's name, and under SLURM the job as ``sacct`` lists it (``sacct_id``: the
+    array form ``<array job>_<task>`` for an array task, which submitit's sweeps are, else the job id)."""
+    host: dict = {"node": os.environ.get("SLURMD_NODENAME") or socket.gethostname()}
+    slurm = {key: os.environ[name] for key, name in SLURM_KEYS.items() if os.environ.get(name)}
+    if slurm.get("job_id"):
+        array = slurm.get("array_job_id") and slurm.get("array_task_id")
+        slurm["sacct_id"] = f"{slurm['array_job_id']}_{slurm['array_task_id']}" if array else slurm["job_id"]
+        host["slurm"] = slurm
+    return host
+
+
+def describe_run_host(host: dict) -> str:
+    """One log line's worth: ``node n1, SLURM job 12_3 (id 15, restart 1)``, or the node alone outside SLURM."""
+    slurm = host.get("slurm")
+    if not slurm:
+        return f"node {host['node']}"
+    extra = [f"id {slurm['job_id']}"] if slurm["sacct_id"] != slurm["job_id"] else []
+    extra += [f"restart {slurm['restart_count']}"] if slurm.get("restart_count", "0") != "0" else []
+    return f"node {host['node']}, SLURM job {slurm['sacct_id']}" + (f" ({', '.join(extra)})" if extra else "")

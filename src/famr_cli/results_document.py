@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from famr_cli.host import run_host
 from famr_cli.method import UnlearnReport
 from famr_cli.model_store import TrainedModel, versions
 from famr_cli.prepared import Prepared
@@ -84,4 +85,5 @@ def results_document(cfg: DictConfig, p: Prepared, record: RunRecord) -> dict[st
         "versions": versions(),
         "device": str(p.device),
         "device_name": describe_device(p.device),
+        "host": run_host(),  # the node, and the SLURM job as sacct names it when there is one
     }

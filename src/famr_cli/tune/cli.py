@@ -46,6 +46,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed")
     parser.add_argument("--no-write", action="store_true", help="search only; leave conf/method/tuned/ as it is")
     parser.add_argument(
+        "--parallel-trials",
+        type=int,
+        default=1,
+        help="trials drawn and launched at once through the configured launcher (e.g. hydra/launcher=parallel or slurm; default 1)",
+    )
+    parser.add_argument(
         "--forget-sets",
         default=None,
         help="';'-separated forget sets every trial is scored on, each a space-separated override list "
@@ -57,6 +63,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unknown options {unknown}; famr-run overrides take the form key=value")
     if args.trials < 1:
         parser.error("--trials must be at least 1")
+    if args.parallel_trials < 1:
+        parser.error("--parallel-trials must be at least 1")
     return args, overrides
 
 
@@ -100,6 +108,7 @@ def study_command(method: str, overrides: list[str], study_dir: Path, args: argp
         "evaluate.certificate=false",
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.seed={args.seed}",
+        f"hydra.sweeper.parallel_trials={args.parallel_trials}",
         f"hydra.sweeper.max_retain_drop={args.max_retain_drop}",
         f"hydra.sweeper.storage={study_dir / 'study.journal'}",
         f"hydra.sweeper.trials_file={study_dir / 'trials.jsonl'}",

@@ -55,6 +55,8 @@ class SweepSettings:
     trials_file: str | None = None
     # Each a space-separated list of famr-run overrides naming one forget set; empty: the config's own.
     forget_sets: tuple[str, ...] = ()
+    # Trials drawn before any of them is told, and launched together (k x forget sets jobs in one launcher call).
+    parallel_trials: int = 1
 
 
 def trial_outcome(results: dict[str, Any] | None, objective: str, max_retain_drop: float) -> tuple[str, float, str]:
@@ -177,31 +179,44 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
     forget_sets = list(settings.forget_sets) or [""]
     replays = 0
     while spent_trials(study) < settings.n_trials:
-        trial = study.ask()
-        values = draw(space, trial)
-        if already_tried(study, trial.params):
-            # Not run and not counted: a discrete space can run out of new points, hence the cap.
-            study.tell(trial, state=TrialState.FAIL)
-            replays += 1
-            if replays >= MAX_REPLAYS:
-                log.warning("Study %s: %d draws in a row repeated finished trials; the space is exhausted.", name, replays)
-                break
-            continue
-        replays = 0
-        overrides = [*arguments, *(f"{k}={v}" for k, v in values.items())]
+        # At most k trials at once, and never more than the budget has left (each batch holds distinct settings).
+        batch: list[tuple[Any, dict[str, Any]]] = []
+        wanted = min(settings.parallel_trials, settings.n_trials - spent_trials(study))
+        while len(batch) < wanted:
+            trial = study.ask()
+            values = draw(space, trial)
+            if already_tried(study, trial.params) or any(trial.params == other.params for other, _ in batch):
+                # Not run and not counted: a discrete space can run out of new points, hence the cap.
+                study.tell(trial, state=TrialState.FAIL)
+                replays += 1
+                if replays >= MAX_REPLAYS:
+                    break
+                continue
+            replays = 0
+            batch.append((trial, values))
+        if not batch:
+            log.warning("Study %s: %d draws in a row repeated finished trials; the space is exhausted.", name, replays)
+            break
         start = time.perf_counter()
-        jobs = [[*overrides, *fs.split()] for fs in forget_sets]
-        run_dirs = launch(jobs, trial.number * len(jobs))
-        results = [_read_results(d) for d in run_dirs]
-        outcomes = [trial_outcome(r, objective, settings.max_retain_drop) for r in results]
-        state, value, reason = combined_outcome(outcomes, forget_sets)
-        finish_trial(study, trial, value, state)
-        per_set = None
-        if settings.forget_sets:
-            per_set = [forget_set_record(*args) for args in zip(forget_sets, outcomes, results, run_dirs)]
-        record = trial_record(trial.number, values, state, value, reason, results[0], time.perf_counter() - start, run_dirs[0], per_set)
-        append_trial(trials_path, record)
-        log.info("Study %s trial %d: %s %s=%.4g %s", name, trial.number, state, objective, value, reason)
+        jobs = [[*arguments, *(f"{k}={v}" for k, v in values.items()), *fs.split()] for _, values in batch for fs in forget_sets]
+        # Job dirs are numbered from the batch's first trial: trial numbers only grow, so no batch reuses a dir.
+        run_dirs = launch(jobs, batch[0][0].number * len(forget_sets))
+        seconds = (time.perf_counter() - start) / len(batch)  # each trial's share of the batch's wall time
+        for position, (trial, values) in enumerate(batch):
+            dirs = run_dirs[position * len(forget_sets) : (position + 1) * len(forget_sets)]
+            results = [_read_results(d) for d in dirs]
+            outcomes = [trial_outcome(r, objective, settings.max_retain_drop) for r in results]
+            state, value, reason = combined_outcome(outcomes, forget_sets)
+            finish_trial(study, trial, value, state)
+            per_set = None
+            if settings.forget_sets:
+                per_set = [forget_set_record(*args) for args in zip(forget_sets, outcomes, results, dirs)]
+            record = trial_record(trial.number, values, state, value, reason, results[0], seconds, dirs[0], per_set)
+            append_trial(trials_path, record)
+            log.info("Study %s trial %d: %s %s=%.4g %s", name, trial.number, state, objective, value, reason)
+        if replays >= MAX_REPLAYS:
+            log.warning("Study %s: %d draws in a row repeated finished trials; the space is exhausted.", name, replays)
+            break
     best = best_trial([r for r in read_trials(trials_path)])
     summary = {
         "study": name,
@@ -240,6 +255,11 @@ def settings_from(kwargs: dict[str, Any]) -> SweepSettings:
         raise FamrError(f"hydra.sweeper has unknown keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}.")
     if int(kwargs.get("n_trials", 20)) < 1:
         raise FamrError(f"hydra.sweeper.n_trials must be at least 1 (got {kwargs.get('n_trials')}).")
+    parallel = kwargs.get("parallel_trials", 1)
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise FamrError(
+            f"hydra.sweeper.parallel_trials must be a whole number >= 1 (got {parallel}); e.g. hydra.sweeper.parallel_trials=2."
+        )
     params = kwargs.get("params")
     if params is not None and not isinstance(params, dict):
         params = OmegaConf.to_container(params, resolve=True)
