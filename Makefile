@@ -18,7 +18,7 @@ else
 PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 endif
 
-.PHONY: install demo test test-fast lint tune tune-famr clean reproduce fault-drill bench privacy
+.PHONY: install demo test test-slurm test-fast lint tune tune-famr clean reproduce fault-drill bench privacy
 
 install: $(STAMP)
 
@@ -34,7 +34,12 @@ demo: install
 	$(BIN)/famr-run experiment=quickstart
 
 test: install
-	$(PYTEST)
+	$(PYTEST) -m "not slurm"
+
+# The SLURM tier (tests/test_slurm.py) against a running cluster: `scripts/slurm_local.sh start` first; skipped
+# with one line without one. One pytest process: the tier's SLURM jobs use the cores.
+test-slurm: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m slurm -p no:xdist tests/test_slurm.py
 
 # The inner loop: every test that neither trains a model nor starts a famr process.
 test-fast: install

@@ -18,6 +18,7 @@ set -euo pipefail
 
 STATE_DIR=${FAMR_SLURM_DIR:-$HOME/.famr-slurm}
 CTLD_PORT=${FAMR_SLURM_PORT:-6817}
+DBD_PORT=$((CTLD_PORT + 2))
 TIMEOUT=${FAMR_SLURM_TIMEOUT:-60}
 PARTITION=local
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd) # start order; stop goes backwards
@@ -191,6 +192,16 @@ wait_for_pid() {
     die "$1 did not start; see $LOG_DIR/$1.log (then run: $0 stop)"
 }
 
+# Until something listens on 127.0.0.1:$1 ($2 names it in the error): a PID file appears before the port opens.
+wait_for_port() {
+    local i
+    for ((i = 0; i < 150; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.2
+    done
+    die "$2 did not listen on port $1 within 30 s; see $LOG_DIR/$2.log (then run: $0 stop)"
+}
+
 # A MariaDB server of our own: data in $DB_DIR, unix socket only (no TCP port).
 start_mariadbd() {
     if [[ ! -d $DB_DIR/mysql ]]; then
@@ -237,6 +248,8 @@ cmd_start() {
     wait_for_pid mariadbd
     MYSQL_UNIX_PORT=$DB_SOCKET slurmdbd
     wait_for_pid slurmdbd
+    # slurmctld gives up for good when slurmdbd does not answer yet (a fresh database takes a moment to set up)
+    wait_for_port "$DBD_PORT" slurmdbd
     slurmctld -f "$CONF"
     wait_for_pid slurmctld
     slurmd -f "$CONF"

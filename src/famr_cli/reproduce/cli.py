@@ -64,7 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--privacy", action="store_true", help="also famr-privacy's per-example privacy table (class forgetting; profiles that offer it)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="famr-run overrides for every sweep, e.g. hydra/launcher=slurm (docs/scaling.md)"
+    )
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if bad := [o for o in args.overrides if "=" not in o]:
+        parser.error(f"{bad[0]!r} is not a famr-run override: pass key=value (e.g. hydra/launcher=slurm)")
+    return args
 
 
 def _subset(text: str, offered: list[str], unknown_message: str) -> tuple[str, ...] | None:
@@ -117,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = Path(os.environ.get("FAMR_CACHE_DIR") or "outputs/cache").expanduser().resolve()
     try:
         data = plan_data(profile, checkout_root(), cache_dir, args.data, args.imagenet, args.allow_download, strict=not args.dry_run)
-        sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume)
-        privacy = plan_privacy(profile, runs_root, data, tables_only=args.tables_only) if args.privacy else []
+        sweeps = plan_sweeps(profile, runs_root, data, resume=args.resume, overrides=args.overrides)
+        privacy = plan_privacy(profile, runs_root, data, tables_only=args.tables_only, overrides=args.overrides) if args.privacy else []
         if args.resume:
             check_resumable(sweeps)
     except (DataError, FamrError) as err:

@@ -30,7 +30,9 @@ class PrivacyStudy:
         return shlex.join(self.argv)
 
 
-def plan_privacy(profile: Profile, runs_root: Path, data: DataPlan, tables_only: bool = False) -> list[PrivacyStudy]:
+def plan_privacy(
+    profile: Profile, runs_root: Path, data: DataPlan, tables_only: bool = False, overrides: list[str] | None = None
+) -> list[PrivacyStudy]:
     """One famr-privacy per experiment of the profile, with its methods (Retrain is always a row) and overrides."""
     root = runs_root / profile.name / "privacy"
     methods = [m for m in profile.methods if m != "retrain"]
@@ -51,6 +53,7 @@ def plan_privacy(profile: Profile, runs_root: Path, data: DataPlan, tables_only:
             *(["--tables-only"] if tables_only else []),
             *data.overrides.get(experiment, []),
             *profile.overrides,
+            *(overrides or []),
         ]
         studies.append(PrivacyStudy(experiment, argv, root / experiment / "class"))
     return studies

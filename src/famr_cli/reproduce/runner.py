@@ -58,10 +58,18 @@ def _numbers(values) -> str:
     return ",".join(format(v, "g") for v in values)
 
 
-def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: list[str] | None = None, resume: bool = False) -> list[Sweep]:
+def plan_sweeps(
+    profile: Profile,
+    runs_root: Path,
+    data: DataPlan,
+    famr_run: list[str] | None = None,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+) -> list[Sweep]:
     """Every methods sweep (one per experiment and forget table, all methods x all seeds), then FAMR's λ sweep
     (with the class table).
-    ``resume``: the jobs skip themselves where the same sweep dir holds their ok results."""
+    ``resume``: the jobs skip themselves where the same sweep dir holds their ok results. ``overrides``: the user's
+    famr-run overrides (a launcher, say), added to every sweep after the profile's own."""
     famr_run = famr_run or famr_run_command()
     base = runs_root / profile.name
     sweeps = []
@@ -85,6 +93,7 @@ def plan_sweeps(profile: Profile, runs_root: Path, data: DataPlan, famr_run: lis
             *data.overrides.get(experiment, []),
             *profile.overrides,
             *extra,
+            *(overrides or []),
             *(["skip_finished=true"] if resume else []),
             "progress=false",
             f"hydra.sweep.dir={hydra_value(str(out))}",
