@@ -120,3 +120,25 @@ def test_populations_share_the_cache_resume_without_training_twice_and_name_what
     rows = {(r["protocol"], r["label"]): r for r in document["rows"]}
     assert rows[(FULL, "Retrain (disjoint)")]["figures"] == {} and "incomplete" in rows[(FULL, "Retrain (disjoint)")]["note"]
     assert np.isfinite(rows[(FULL, "SSD")]["figures"]["F"])
+
+
+@pytest.mark.slow
+def test_the_privacy_table_and_histogram_go_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    from famr_cli.privacy.report import PrivacyRow
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    figures = {"F": 0.25, "final_score": 0.2, "epsilon_median": 1.5, "epsilon_p90": 2.0, "ulira_auc": 0.55, "ulira_tpr_at_1pct_fpr": 0.01}
+    rows = [PrivacyRow(COMPETITION, "FAMR", "D_f only", False, 4, figures, {"epsilon": [0.5, 1.5, 50.0]})]
+    histogram = privacy_cli.histogram(rows, tmp_path / "epsilon_hist.png")
+    document = {
+        "experiment": "quickstart",
+        "rows": [{"protocol": COMPETITION, "label": "FAMR", "reads": "D_f only", "n": 4, "figures": figures}],
+    }
+    logger = {"name": "wandb", "mode": "offline", "project": "famr", "dir": str(tmp_path)}
+    privacy_cli.log_to_wandb(logger, document, [histogram], tmp_path)
+    (table_file,) = tmp_path.rglob("offline-run-*/files/media/table/privacy/table_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"][:5] == ["protocol", "row", "reads", "N", "F"] and table["data"] == [
+        [COMPETITION, "FAMR", "D_f only", 4, 0.25, 0.2, 1.5, 2.0, 0.55, 0.01]
+    ]
+    assert list(tmp_path.rglob("offline-run-*/files/media/images/privacy/epsilon_hist_*.png"))

@@ -237,7 +237,7 @@ def log_to_wandb(logger_cfg: dict[str, Any], document: dict[str, Any], files: li
             job_type="privacy",
             mode=logger_cfg.get("mode"),
             dir=str(logger_cfg.get("dir") or out_dir),
-            config={k: v for k, v in document.items() if k not in ("rows",)},
+            config={k: v for k, v in document.items() if k not in ("rows", "forget_indices")},
             reinit="finish_previous",
         )
         columns = [
