@@ -51,6 +51,11 @@ def test_the_populations_vary_the_seeds_each_protocol_names(tmp_path):
     assert by_name["retrain"][1:] == ("method=retrain", "seed=7", "train.seed=7", "retrain_seed=0,1,2,3,4,5,6,7")
     assert by_name["competition/ssd"][1:] == ("method=ssd", "train.seed=7", "seed=0,1,2,3")
     assert by_name["full/famr"][1:] == ("method=famr", "train.seed=${seed}", "seed=0,1,2,3")
+    # A forget spec that draws its samples with forget.seed (which follows seed) gets it pinned: one D_f for all.
+    sample = plan_populations(tmp_path, ["famr"], 4, [FULL], 7, ["forget=sample"], forget_seed=True)
+    assert all(s.overrides[:2] == ("forget=sample", "forget.seed=7") for s in sample)
+    theirs = plan_populations(tmp_path, ["famr"], 4, [FULL], 7, ["forget=sample", "forget.seed=3"], forget_seed=True)
+    assert all("forget.seed=7" not in s.overrides for s in theirs)
 
 
 @pytest.mark.parametrize(

@@ -95,14 +95,16 @@ def check_request(args: argparse.Namespace, forget: str) -> tuple[list[str], lis
     return methods, [p for p in PROTOCOLS if p in protocols]
 
 
-def compose_target(overrides: list[str]) -> tuple[str, str, dict[str, Any]]:
-    """The experiment and forget spec the overrides select, and the logger section (for wandb)."""
+def compose_target(overrides: list[str]) -> tuple[str, str, dict[str, Any], bool]:
+    """The experiment and forget spec the overrides select, the logger section (for wandb), and whether the
+    forget spec draws its examples with a seed."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     choices = cfg.hydra.runtime.choices
     from omegaconf import OmegaConf
 
-    return str(choices.get("experiment")), str(choices.get("forget")), OmegaConf.to_container(cfg.logger, resolve=True)
+    logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    return str(choices.get("experiment")), str(choices.get("forget")), logger, "seed" in cfg.forget
 
 
 def sweep_argv(sweep: PopulationSweep) -> list[str]:
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, overrides = parse_args(argv)
     try:
-        experiment, forget, logger_cfg = compose_target(overrides)
+        experiment, forget, logger_cfg, forget_seed = compose_target(overrides)
         methods, protocols = check_request(args, forget)
         famr_run_command()  # a FAMR_RUN_COMMAND that does not split fails here
     except FamrError as err:
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     out_dir = Path(args.dir) / experiment / forget
-    sweeps = plan_populations(out_dir, methods, args.models, protocols, args.train_seed, overrides)
+    sweeps = plan_populations(out_dir, methods, args.models, protocols, args.train_seed, overrides, forget_seed)
     if args.dry_run:
         for sweep in sweeps:
             print(" ".join(sweep_argv(sweep)))

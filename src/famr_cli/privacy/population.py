@@ -63,11 +63,16 @@ class PopulationSweep:
 
 
 def plan_populations(
-    out_dir: Path, methods: list[str], models: int, protocols: list[str], train_seed: int, overrides: list[str]
+    out_dir: Path, methods: list[str], models: int, protocols: list[str], train_seed: int, overrides: list[str], forget_seed: bool = False
 ) -> list[PopulationSweep]:
-    """The sweeps of one privacy study, Retrains first (every row needs them)."""
+    """The sweeps of one privacy study, Retrains first (every row needs them).
+
+    ``forget_seed``: the forget spec draws its samples with ``forget.seed``, which follows ``seed`` by default; it is
+    pinned to ``train_seed`` (unless the overrides set it) so that every member forgets the same examples.
+    """
     base = out_dir / "populations"
-    user = tuple(overrides)
+    pinned = forget_seed and not any(o.split("=", 1)[0] == "forget.seed" for o in overrides)
+    user = (*overrides, *([f"forget.seed={train_seed}"] if pinned else []))
     sweeps = [
         PopulationSweep(
             RETRAIN,

@@ -127,6 +127,14 @@ def budget_spent(study_dir: Path, results_file: Path, trials: int) -> bool:
     return summary.get("n_trials") == trials and len(distinct_settings(read_trials(study_dir / "trials.jsonl"))) >= trials
 
 
+def written_by(path: Path, trials_file: Path) -> bool:
+    """Whether the tuned file ``path`` was written from the study whose trials are in ``trials_file``."""
+    if not path.is_file():
+        return False
+    tuned_by = (yaml.safe_load(path.read_text()) or {}).get("tuned_by") or {}
+    return str(tuned_by.get("study")) == str(trials_file)
+
+
 def defined_for(methods: list[str], forget: str, named: bool) -> list[str]:
     """``methods`` less those not defined for ``forget=<forget>`` (class-only methods on samples): skipped with a
     line when they came from ``--methods all``, refused in one sentence when named."""
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             f"best {summary['objective']}={summary['best_value']:.3f} at {best}"
         )
         path = CONFIG_DIR / "method" / "tuned" / experiment / forget / f"{method}.yaml"
-        if best and not searched and path.is_file():
+        if best and not args.no_write and not searched and written_by(path, study_dir / "trials.jsonl"):
             # Nothing ran: the file already holds this study's choice, with the commit the search ran at.
             print(f"  {'':13s} kept {path}")
         elif best and not args.no_write:
