@@ -54,9 +54,8 @@ def lambda_sweep(out: Path) -> None:
         f"{sum('No cached retrain model' in log for log in logs)}; waited on a lock: {sum('waiting for it instead' in log for log in logs)}"
     )
     rows = (sweep / "summary.csv").read_text().strip().splitlines()
-    print(
-        f"summary.csv: {len(rows) - 1} rows; λ and Avg. Gap: {[(j['config']['method']['lam'], round(j['gaps']['avg_gap'], 2)) for j in jobs]}"
-    )
+    gaps = [(j["config"]["method"]["lam"], round(j["gaps"]["avg_gap"], 2)) for j in jobs]
+    print(f"summary.csv: {len(rows) - 1} rows; λ and Avg. Gap: {gaps}")
 
 
 def requeue(out: Path) -> None:
@@ -77,6 +76,7 @@ def requeue(out: Path) -> None:
     meta = json.loads(next((out / "requeue-cache" / "original").glob("*/meta.json")).read_text())
     plain = json.loads(next((plain_cache / "original").glob("*/meta.json")).read_text())
     a, b = (json.loads((d / "results.json").read_text()) for d in (sweep / "0", out / "requeue-plain"))
+    ua = (a["metrics"]["unlearned"]["UA"], b["metrics"]["unlearned"]["UA"])
     print("\n## A job requeued mid-training (scontrol requeue at epoch 6+ of 40)")
     print(
         f"driver exit {code}; job {job}; resumed from epoch {meta['metrics'].get('resumed_from_epoch')}; "
@@ -84,7 +84,7 @@ def requeue(out: Path) -> None:
     )
     print(
         f"weights identical to an uninterrupted run: {meta['weights_sha256'] == plain['weights_sha256']}; "
-        f"metrics identical: {a['metrics'] == b['metrics']}; UA {a['metrics']['unlearned']['UA']:.2f} vs {b['metrics']['unlearned']['UA']:.2f}"
+        f"metrics identical: {a['metrics'] == b['metrics']}; UA {ua[0]:.2f} vs {ua[1]:.2f}"
     )
 
 
@@ -107,7 +107,8 @@ def study_figures(out: Path, name: str) -> str:
     trials = [json.loads(line) for line in (study / "trials.jsonl").read_text().splitlines()]
     distinct = {json.dumps(t["params"], sort_keys=True) for t in trials}
     dirs = [t["run_dir"] for t in trials]
-    return f"{len(trials)} trials, {len(distinct)} distinct settings, {len(set(dirs))} distinct first job dirs, best {min(t['objective'] for t in trials if t['state'] == 'ok'):.3f}"
+    best = min(t["objective"] for t in trials if t["state"] == "ok")
+    return f"{len(trials)} trials, {len(distinct)} distinct settings, {len(set(dirs))} distinct first job dirs, best {best:.3f}"
 
 
 def parallel_trials(out: Path, cache: Path) -> None:
