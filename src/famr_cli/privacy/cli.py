@@ -42,7 +42,13 @@ HISTOGRAM = "epsilon_hist.png"
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="famr-privacy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="famr-privacy",
+        usage="famr-privacy [options] [key=value ...]",
+        description=__doc__.splitlines()[0].replace("``", ""),
+        epilog="Every key=value argument goes to every famr-run job, e.g. experiment=cifar10_cpu or hydra/launcher=parallel. "
+        "Run the same command again to continue a study. docs/privacy.md",
+    )
     parser.add_argument(
         "--methods", default="famr", help="comma-separated methods (default famr); Retrain and the original are always rows"
     )
