@@ -171,13 +171,13 @@ def build_rows(sweeps: list[PopulationSweep], models: int, protocols: list[str])
     population_b = retrains.population(list(range(models, 2 * models)))
     rows: list[PrivacyRow] = []
 
-    def add(protocol: str, label: str, reads: str, reference: bool, unlearned) -> None:
+    def add(protocol: str, label: str, reads: str, reference: bool, unlearned, note: str = "") -> None:
         row = PrivacyRow(protocol, label, reads, reference, models)
         if unlearned is None or population_a is None:
             row.note = "incomplete: some members are missing or failed (listed above the table); run the command again"
         else:
             row.figures, row.per_example = score_row(unlearned, population_a)
-            row.note = row_note(row.figures)
+            row.note = note or row_note(row.figures)
         rows.append(row)
 
     for protocol in protocols:
@@ -192,7 +192,8 @@ def build_rows(sweeps: list[PopulationSweep], models: int, protocols: list[str])
             )
         if protocol == COMPETITION:
             one = retrains.population([0], "original")
-            add(protocol, REFERENCE_ORIGINAL, "—", True, None if one is None else repeated(one, models))
+            repeated_note = "the one original repeated N times: no spread, so the official rule gives every example epsilon = 50"
+            add(protocol, REFERENCE_ORIGINAL, "—", True, None if one is None else repeated(one, models), repeated_note)
         else:
             originals = next(
                 (
