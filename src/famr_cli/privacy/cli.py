@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
@@ -107,8 +108,6 @@ def compose_target(overrides: list[str]) -> tuple[str, str, dict[str, Any], bool
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     choices = cfg.hydra.runtime.choices
-    from omegaconf import OmegaConf
-
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
     return str(choices.get("experiment")), str(choices.get("forget")), logger, "seed" in cfg.forget
 
@@ -131,31 +130,22 @@ def run_populations(sweeps: list[PopulationSweep]) -> dict[str, dict[str, Any]]:
     runs = {}
     for sweep in sweeps:
         sweep.dir.mkdir(parents=True, exist_ok=True)
-        print(f"[famr-privacy] {sweep.name}: {' '.join(sweep_argv(sweep))}", flush=True)
+        argv = sweep_argv(sweep)
+        print(f"[famr-privacy] {sweep.name}: {' '.join(argv)}", flush=True)
         start = time.perf_counter()
-        code = subprocess.run(sweep_argv(sweep), env=os.environ.copy()).returncode
+        code = subprocess.run(argv).returncode
         runs[sweep.name] = {"exit_code": code, "wall_s": round(time.perf_counter() - start, 1)}
         print(f"[famr-privacy] {sweep.name}: exit {code} after {runs[sweep.name]['wall_s']:.0f} s", flush=True)
     return runs
 
 
 def _recorded_cost(members: SweepMembers) -> dict[str, float]:
-    """The seconds the members' models took when they were made (from each job's results.json timing)."""
-    from famr_cli.sweep.jobs import load_jobs
-
-    unlearn = retrain = original = 0.0
-    for job in load_jobs(members.sweep.dir):
-        timing = (job.results or {}).get("timing") or {}
-        if job.ok:
-            unlearn += float(timing.get("unlearn_s") or 0.0)
-            retrain += float(timing.get("retrain_s") or 0.0)
-            original += float(timing.get("original_train_s") or 0.0)
+    """The seconds the members' models took when they were made: Retrains' training, or unlearning (and, under the
+    full protocol, the originals' training)."""
+    spent = {key: round(members.seconds.get(key, 0.0), 1) for key in ("unlearn_s", "retrain_s", "original_train_s")}
     if members.sweep.name == RETRAIN:
-        return {"retrain_train_s": round(retrain, 1)}
-    cost = {"unlearn_s": round(unlearn, 1)}
-    if members.sweep.protocol == FULL:
-        cost["original_train_s"] = round(original, 1)
-    return cost
+        return {"retrain_train_s": spent["retrain_s"]}
+    return {"unlearn_s": spent["unlearn_s"], **({"original_train_s": spent["original_train_s"]} if members.sweep.protocol == FULL else {})}
 
 
 def build_rows(sweeps: list[PopulationSweep], models: int, protocols: list[str]) -> tuple[list, list[str], dict[str, Any], Any]:
@@ -170,18 +160,20 @@ def build_rows(sweeps: list[PopulationSweep], models: int, protocols: list[str])
     population_a = retrains.population(list(range(models)))
     population_b = retrains.population(list(range(models, 2 * models)))
     rows: list[PrivacyRow] = []
+    # Retrain against Retrain is the same populations under every protocol: scored once.
+    best = score_row(population_b, population_a) if population_a is not None and population_b is not None else None
 
-    def add(protocol: str, label: str, reads: str, reference: bool, unlearned, note: str = "") -> None:
+    def add(protocol: str, label: str, reads: str, reference: bool, unlearned, note: str = "", scored=None) -> None:
         row = PrivacyRow(protocol, label, reads, reference, models)
         if unlearned is None or population_a is None:
             row.note = "incomplete: some members are missing or failed (listed above the table); run the command again"
         else:
-            row.figures, row.per_example = score_row(unlearned, population_a)
+            row.figures, row.per_example = scored or score_row(unlearned, population_a)
             row.note = note or row_note(row.figures)
         rows.append(row)
 
     for protocol in protocols:
-        add(protocol, REFERENCE_RETRAIN, "—", True, population_b)
+        add(protocol, REFERENCE_RETRAIN, "—", True, population_b, scored=best)
         for sweep in (s for s in sweeps if s.protocol == protocol):
             add(
                 protocol,

@@ -17,7 +17,7 @@ sweep run again with ``skip_finished=true`` keeps every member that finished. Sw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,7 @@ class SweepMembers:
     scores: dict[int, dict[str, np.ndarray]]  # seed -> {"unlearned" | "original" | "retrain": (E,)}
     accuracies: dict[int, dict[str, tuple[float, float]]]  # seed -> model -> (RA, TA) as fractions
     problems: list[str]  # members that did not finish ok, one line each
+    seconds: dict[str, float] = field(default_factory=dict)  # results.json timing keys summed over the finished members
 
     def population(self, seeds: list[int], model: str = "unlearned") -> Population | None:
         """The members ``seeds``' ``model`` scores, or None when any of them is missing."""
@@ -119,6 +120,10 @@ class SweepMembers:
         return Population(
             np.stack([self.scores[s][model] for s in seeds]), np.array([a[0] for a in acc]), np.array([a[1] for a in acc]), list(seeds)
         )
+
+
+# What a member's model cost when it was made: its unlearning, and the Retrain or original it trained (results.json timing).
+TIMED = ("unlearn_s", "retrain_s", "original_train_s")
 
 
 def _member_seed(job: Job, sweep: PopulationSweep) -> int | None:
@@ -158,4 +163,6 @@ def read_members(sweep: PopulationSweep) -> SweepMembers:
             )
         members.scores[seed] = {name: t.numpy() for name, t in tensors.items()}
         members.accuracies[seed] = {name: _accuracies(job.results, name) for name in tensors if name in job.results["metrics"]}
+        for key in TIMED:
+            members.seconds[key] = members.seconds.get(key, 0.0) + float(job.results.get("timing", {}).get(key) or 0.0)
     return members

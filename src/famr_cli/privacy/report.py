@@ -45,7 +45,7 @@ def no_spread_share(unlearned: np.ndarray, retrained: np.ndarray) -> float:
     ru = unlearned.max(axis=0) - unlearned.min(axis=0)
     rr = retrained.max(axis=0) - retrained.min(axis=0)
     lo, hi = np.minimum(ru, rr), np.maximum(ru, rr)
-    return float(np.mean((hi > 0) & (lo < PEAKY_RANGE_RATIO * np.where(hi > 0, hi, 1.0))))
+    return float(np.mean((hi > 0) & (lo < PEAKY_RANGE_RATIO * hi)))
 
 
 def score_row(unlearned: Population, retrained: Population) -> tuple[dict[str, Any], dict[str, list[float]]]:

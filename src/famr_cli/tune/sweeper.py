@@ -194,26 +194,8 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
                 continue
             replays = 0
             batch.append((trial, values))
-        if not batch:
-            log.warning("Study %s: %d draws in a row repeated finished trials; the space is exhausted.", name, replays)
-            break
-        start = time.perf_counter()
-        jobs = [[*arguments, *(f"{k}={v}" for k, v in values.items()), *fs.split()] for _, values in batch for fs in forget_sets]
-        # Job dirs are numbered from the batch's first trial: trial numbers only grow, so no batch reuses a dir.
-        run_dirs = launch(jobs, batch[0][0].number * len(forget_sets))
-        seconds = (time.perf_counter() - start) / len(batch)  # each trial's share of the batch's wall time
-        for position, (trial, values) in enumerate(batch):
-            dirs = run_dirs[position * len(forget_sets) : (position + 1) * len(forget_sets)]
-            results = [_read_results(d) for d in dirs]
-            outcomes = [trial_outcome(r, objective, settings.max_retain_drop) for r in results]
-            state, value, reason = combined_outcome(outcomes, forget_sets)
-            finish_trial(study, trial, value, state)
-            per_set = None
-            if settings.forget_sets:
-                per_set = [forget_set_record(*args) for args in zip(forget_sets, outcomes, results, dirs)]
-            record = trial_record(trial.number, values, state, value, reason, results[0], seconds, dirs[0], per_set)
-            append_trial(trials_path, record)
-            log.info("Study %s trial %d: %s %s=%.4g %s", name, trial.number, state, objective, value, reason)
+        if batch:  # empty only when every draw repeated a finished trial: the check below ends the study
+            run_batch(batch, launch, study, arguments, forget_sets, objective, settings, trials_path, name)
         if replays >= MAX_REPLAYS:
             log.warning("Study %s: %d draws in a row repeated finished trials; the space is exhausted.", name, replays)
             break
@@ -234,6 +216,27 @@ def run_study(settings: SweepSettings, config: DictConfig, arguments: list[str],
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
     return summary
+
+
+def run_batch(batch, launch, study, arguments: list[str], forget_sets: list[str], objective: str, settings, trials_path: Path, name: str):
+    """Launch a batch of trials' jobs in one launcher call, then score, tell and record each trial."""
+    start = time.perf_counter()
+    jobs = [[*arguments, *(f"{k}={v}" for k, v in values.items()), *fs.split()] for _, values in batch for fs in forget_sets]
+    # Job dirs are numbered from the batch's first trial: trial numbers only grow, so no batch reuses a dir.
+    run_dirs = launch(jobs, batch[0][0].number * len(forget_sets))
+    seconds = (time.perf_counter() - start) / len(batch)  # each trial's share of the batch's wall time
+    for position, (trial, values) in enumerate(batch):
+        dirs = run_dirs[position * len(forget_sets) : (position + 1) * len(forget_sets)]
+        results = [_read_results(d) for d in dirs]
+        outcomes = [trial_outcome(r, objective, settings.max_retain_drop) for r in results]
+        state, value, reason = combined_outcome(outcomes, forget_sets)
+        finish_trial(study, trial, value, state)
+        per_set = None
+        if settings.forget_sets:
+            per_set = [forget_set_record(*args) for args in zip(forget_sets, outcomes, results, dirs)]
+        record = trial_record(trial.number, values, state, value, reason, results[0], seconds, dirs[0], per_set)
+        append_trial(trials_path, record)
+        log.info("Study %s trial %d: %s %s=%.4g %s", name, trial.number, state, objective, value, reason)
 
 
 def _beside(storage: str | None, suffix: str) -> Path | None:
