@@ -26,9 +26,12 @@ from the run's seed on the CPU, so the teacher is the same on every device and r
 
 What still differs from their code:
 
-- The incompetent teacher has PyTorch's default initialisation (plus the N(0, 0.02^2) above), not the
-  architecture's own (timm's ResNets, for one, zero the last BatchNorm of each block); like theirs it is
-  a network no data has touched.
+- The incompetent teacher has PyTorch's default initialisation (convolutions kaiming_uniform with
+  a = sqrt(5); plus the N(0, 0.02^2) above). Theirs is torchvision's ``resnet18``: convolutions
+  kaiming_normal (fan-out, ReLU gain), BatchNorm weights 1 and biases 0, a default-initialised linear
+  head; so its convolution weights have another scale. Like theirs it is a network no data has touched.
+- Their ``ResNet18`` wrapper applies ``nn.Dropout()`` (p = 0.5) to the features before the head, active
+  in the student's every distillation forward (train mode); famr's backbones have no dropout there.
 - The retain subset and the batch order come from famr's seeded generators (theirs from Python's and
   DataLoader's global ones), and forward passes follow famr's ``precision`` (bf16 autocast on CUDA by
   default; theirs run fp32).

@@ -26,9 +26,14 @@ Defaults are the official CIFAR-10 recipe (their ResNet-110 scripts): SGD, momen
 per epoch); the model in train mode, so every BatchNorm's running statistics update, frozen layers' too.
 k = 10: their scripts take k from {1, 10} (label noise), {10, 50} (interclass confusion) and 50 (random
 samples) on ResNet-110's 110 layers, and 10 fits every famr backbone (vit_mini has exactly 10 layers).
+famr keeps their number of layers, not their depth: their k = 10 is the last 5 blocks of ResNet-110's
+third stage (about a tenth of the network), famr's k = 10 is fc plus the last three stages of
+resnet_narrow (10 of 14 layers) and every layer of vit_mini (CF-k becomes fine-tuning of all but the
+embeddings). famr-tune searches k over the whole range.
 
 What still differs from their code:
 
+- k = 10 is a deeper share of famr's shallow backbones than of their ResNet-110 (above).
 - The LayerNorm and GroupNorm handling is ours (theirs counts only nn.BatchNorm2d, having no ViT).
 - ``min_lr_factor`` is SGDR's floor as a fraction of ``lr`` (theirs: the absolute 5e-3 at lr 0.1), so a
   searched lr keeps the official shape; the floor is the same at the defaults.

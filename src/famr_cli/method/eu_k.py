@@ -25,6 +25,9 @@ equals the original's ``--epochs``, 62).
 
 What still differs from their code:
 
+- k = 10 keeps their number of layers, not their depth (see CF-k): on resnet_narrow it re-initialises
+  fc and the last three stages (10 of 14 layers), on vit_mini every Conv2d and Linear, so EU-k is
+  then a retrain from scratch except for the norms and the class and position embeddings.
 - Their 62 epochs are the length of their original training; famr's default is the number 62, whatever
   the experiment's ``train.epochs`` is (set ``method.epochs`` to match it).
 - When the original was fine-tuned from pretrained weights, their code resets the k layers to those

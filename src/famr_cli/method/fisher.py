@@ -27,15 +27,17 @@ The recipe, with the defaults:
    to 0 with variance 1e-4 before that factor 10, i.e. it becomes N(0, 1e-3) whatever alpha is.
 4. theta <- mean + sqrt(v) * N(0, 1), drawn once per element from the run's seed.
 
-alpha: Unlearn-Sparse's README leaves it to the user, and its arg_parser default (0.2) is the
-pruning rate's, shared by name: it would put a standard deviation of sqrt(0.2 * 1e3) ~ 14 on every
-weight with a small Fisher. The default 1e-6 is the value of Golatkar's notebook (which scans 1e-8 to
-1e-5); famr-tune searches alpha.
+alpha: Unlearn-Sparse's README leaves it to the user (``--alpha ${alpha}``); its arg_parser default,
+0.2 (help "unlearn noise"), would put a standard deviation of sqrt(0.2 * 1e3) ~ 14 on every weight
+with a small Fisher, and the same ``--alpha`` is the l1 coefficient of its other methods. The
+default 1e-6 is the value of Golatkar's notebook (which scans 1e-8 to 1e-5); famr-tune searches
+alpha.
 
 Golatkar's code differs from Unlearn-Sparse's in two places: its Fisher takes batches of one sample
 (the exact per-sample expectation over the predicted distribution; ``fisher_batch_size=1`` here: the
-same arithmetic per image, but in batches of one, so far slower), and its alpha is 1e-6. The head
-handling, the caps, the averaging over dim 1 and the factors 10 are the same in both. The paper
+same arithmetic per image, but in batches of one, so far slower), and its alpha is 1e-6. The caps,
+the averaging over dim 1 and the factors 10 are the same in both; Golatkar resets the forgotten row
+when a whole class is forgotten, which is what famr's ``forget=class`` does. The paper
 writes the noise in terms of the inverse Fisher; both codes use the variance above. Unlearn-Sparse's
 older ``fisher`` function (true-label per-sample gradients, std sqrt(alpha / F) capped at 1e-3) is
 not what its README runs and is not offered.
@@ -46,9 +48,10 @@ What still differs from the official code with the defaults:
   whose first dimension equals the number of classes (on their ResNet-18 exactly ``fc.weight`` and
   ``fc.bias``; on another backbone a layer with as many channels as classes would be caught too).
 - The forgotten row is reset for ``forget=class`` only, for every forgotten class. The official code
-  resets row ``class_to_replace`` whenever 4,500 CIFAR-10 samples (450 CIFAR-100 ones) are forgotten,
-  so its random-forgetting command (``--class_to_replace -1 --num_indexes_to_replace 4500``) also
-  zeroes the last class's row (index -1); famr's ``forget=sample`` resets no row.
+  resets row ``class_to_replace`` whenever 4,500 CIFAR-10 samples (450 CIFAR-100 ones) are forgotten.
+  The README's FF command keeps ``--class_to_replace 0`` and so forgets all of class 0; a random draw
+  of 4,500 (``--class_to_replace -1``, SalUn's default) would also zero the last class's row (index
+  -1). famr's ``forget=sample`` resets no row.
 - Only trainable parameters get noise (all of them unless the backbone freezes some); buffers
   (BatchNorm running statistics) are never touched, as in the official code.
 - Random streams: famr augments D_r and draws the noise from its own seeded generators; the

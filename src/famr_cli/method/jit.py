@@ -22,9 +22,11 @@ sum runs over the batch (not a mean), and one pass over D_f is made. The officia
 gradients once before the pass and never again, so step k moves along the sum of the gradients of
 batches 1..k (plain SGD on accumulated gradients, i.e. SGD with momentum 1): ``accumulate_grads: true``.
 
-Official values: N = 25, batches of 128, plain SGD (no momentum, no weight decay) over all parameters,
-lr 3e-4 for their CNN in every task, sigma 0.5 for full-class forgetting (their script runs CIFAR-100)
-and 0.01 for random-sample (CIFAR-10, 100 samples: their only CIFAR-10 entry) and sub-class forgetting
+Official values: N = 25, batches of 128 (full-class and random; the sub-class script keeps its
+argument default of 64), plain SGD (no momentum, no weight decay) over all parameters, lr 3e-4 for
+their CNN in every task, sigma 0.5 for full-class forgetting (their script runs CIFAR-100) and 0.01
+for random-sample (CIFAR-10, a ``random_split`` fraction 0.00165 of 50,000, i.e. 83 samples, one
+batch: their only CIFAR-10 entry) and sub-class forgetting
 (their ViT: sigma 0.8 / lr 1.5, 0.5 / 0.1 and 1.5 / 0.5). famr's one default is the full-class CNN
 recipe (sigma 0.5), since ``forget=class`` is famr's default forget spec; famr-tune searches sigma and lr.
 Their ``n_epochs`` reaches the code but is never read; ``epochs`` here repeats the pass (official 1), each

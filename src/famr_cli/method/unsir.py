@@ -3,7 +3,12 @@
 Tarun, Chundawat, Mandal & Kankanhalli, "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023.
 Official code: github.com/vikram2000b/Fast-Machine-Unlearning, ``Machine Unlearning.ipynb`` at commit
 fc217ce (the repository's only code; it defines class forgetting alone, so famr offers no sample
-variant either).
+variant either). The same authors ship a second UNSIR beside Bad Teacher
+(github.com/vikram2000b/bad-teaching-unlearning at f1aa988, ``UNSIR_noise_train`` and
+``UNSIR_create_noisy_loader`` in ``unlearn.py``): it keeps the same first-C-images loop and labels the
+noise with the forgotten class, as famr does, but its values (250 noise steps, 80 copies, 500 retained
+images per class, impair and repair with Adam 1e-4, a 20-superclass CIFAR-100 model at 224 px) are
+not the CIFAR-10 recipe famr follows.
 
 1. Noise: for each forgotten class c, a tensor of ``noise_samples`` model inputs, drawn standard
    normal (in the normalised input space) and then optimised with Adam (``noise_lr``) for
