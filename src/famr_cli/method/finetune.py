@@ -3,9 +3,19 @@
 The forget set is never shown again, so D_f is forgotten only through catastrophic forgetting.
 FT is the standard first baseline of the unlearning literature (Warnecke et al., "Machine
 Unlearning of Features and Labels", NDSS 2023; Jia et al., "Model Sparsity Can Simplify Machine
-Unlearning", NeurIPS 2023; Fan et al., "SalUn", ICLR 2024), whose public CIFAR-10 recipe is SGD
-with momentum 0.9 and weight decay 5e-4, lr 0.01-0.1, 10 epochs (checked against
-github.com/OPTML-Group/Unlearn-Sparse, ``unlearn/FT.py``: lr 0.01, 10 epochs).
+Unlearning", NeurIPS 2023; Fan et al., "SalUn", ICLR 2024). Official recipe: Jia et al.'s code,
+github.com/OPTML-Group/Unlearn-Sparse at commit 80ba55d, whose README runs ``--unlearn FT
+--unlearn_lr 0.01 --unlearn_epochs 10`` (``unlearn/FT.py`` and ``arg_parser.py``: SGD, momentum 0.9,
+weight decay 5e-4, batch 256, the training augmentation, train mode; their lr milestones at epochs
+91 and 136 never fire within 10 epochs, so the lr is constant). SalUn's README
+(OPTML-Group/Unlearn-Saliency) runs the same ``FT`` and leaves lr and epochs to the user.
+
+What still differs from the official code with the defaults:
+
+- Random streams (batch order, crops and flips) are famr's own seeded ones; the augmentation is the
+  experiment's ``train.augment`` (crop 4 px + flip on CIFAR-10, as theirs).
+- famr offers no warm-up; ``schedule`` adds cosine and step decay beside the official constant lr.
+- Forward passes follow famr's ``precision`` (bf16 autocast on CUDA by default; theirs run fp32).
 """
 
 from __future__ import annotations

@@ -33,8 +33,11 @@ keeps). What still differs from the official code with the defaults:
   code keeps int(ratio * N) entries by rank (argsort order breaks ties) and saves masks only for the
   ratios 0.1, 0.2, ..., 1.0.
 - The saliency pass runs inside the method, on unshuffled D_f batches of ``batch_size``; the official
-  mask is made beforehand by a separate script over a shuffled forget loader (batch 256). The sum is
-  the same up to rounding; the augmentation draws differ.
+  mask is made beforehand by a separate script over a shuffled forget loader (batch 256). Both sum
+  batch-mean gradients, so when 256 does not divide |D_f| the smaller last batch weighs its samples
+  more (a 3,000-row class: a last batch of 184 at about 1.4 times the weight), and the two orders put
+  different samples in it; the augmentation draws differ too. The masks can therefore differ in the
+  entries near the cut.
 - Everything random_label's docstring lists for RL: famr's own seeded random streams (labels drawn
   from (seed, step)), the experiment's augmentation, one recipe for all datasets (the official
   CIFAR-100/TinyImageNet branch redraws D_f's labels once per epoch and shuffles D_f and D_r

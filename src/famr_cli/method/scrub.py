@@ -28,8 +28,11 @@ What still differs from their code: that notebook's model is their allcnn (its R
 ResNet); their sample-forgetting recipe (``MIA_experiments.ipynb``: 100 samples of one class) uses
 gamma 1, alpha 0.5, 3 max-step epochs of 5, and batches of 16 (D_f) and 32 (D_r), where famr keeps the
 defaults above for every forget set; their loss carried an extra SWA smoothing term until 2024
-(``param_dist`` to an averaged model, a no-op at the class recipe's smoothing 0), which famr, like
-their current code, does not have; they split 20 % of each class off as validation, famr uses its own
+(``param_dist`` to an averaged model, a no-op at the class recipe's smoothing 0, but at the sample
+recipe's 0.5, with the averaged model starting only at epoch 10, a pull 0.5 * sum ||theta - theta_0||
+towards the original weights on both passes), which famr, like their current code, does not have;
+famr implements plain SCRUB, not the notebook's "SCRUB+R" (which rewinds to a chosen epoch's
+checkpoint); they split 20 % of each class off as validation, famr uses its own
 split; famr runs the forward passes under the run's autocast (bf16 on CUDA by default), theirs in fp32.
 """
 
