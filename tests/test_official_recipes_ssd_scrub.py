@@ -68,6 +68,21 @@ def test_ssd_dampening_caps_beta_at_one_and_zeroes_weights_unused_by_d():
     assert dampened == 3
 
 
+def test_ssd_alpha_below_lambda_leaves_the_same_model_as_alpha_equal_to_lambda():
+    # Why famr-tune draws lambda at most alpha: the weights selected between alpha and lambda get
+    # beta = min(lambda I_D / I_f, 1) = 1, so (alpha, lambda) = (0.5, 2) dampens exactly what (2, 2) does.
+    i_d = [torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])]
+    i_f = [torch.tensor([0.4, 0.9, 1.5, 4.0, 0.1])]
+    low, equal = nn.Parameter(torch.full((5,), 2.0)), nn.Parameter(torch.full((5,), 2.0))
+    selected_low, _ = dampen_([low], i_d, i_f, alpha=0.5, lam=2.0)
+    selected_equal, _ = dampen_([equal], i_d, i_f, alpha=2.0, lam=2.0)
+    # 0.4 is not selected by either; 0.9 and 1.5 are selected at alpha 0.5 but beta = 2/0.9, 2/1.5 cap at 1;
+    # 4.0 > 2 gets beta 2/4 under both; I_D = 0 with I_f 0.1 > 0 is selected by both and zeroed.
+    assert torch.equal(low.detach(), torch.tensor([2.0, 2.0, 2.0, 1.0, 0.0]))
+    assert torch.equal(low.detach(), equal.detach())
+    assert (selected_low, selected_equal) == (4, 2)
+
+
 # --- SSD: importance ----------------------------------------------------------------------------
 
 # On the eight-sample linear problem (tiny_problem.LINEAR_X): class 0 (rows 1, 4, 7) is forgotten.

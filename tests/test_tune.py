@@ -66,6 +66,23 @@ def test_scrub_draws_max_steps_below_its_epochs_so_no_trial_repeats_another():
         Param.parse("method.lr", {"low": 1, "high": 2, "below": "method.epochs"})
 
 
+def test_ssd_draws_lambda_at_most_alpha_so_no_trial_repeats_another():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    space = declared_space("cifar10_cpu", "ssd")
+    for _ in range(30):
+        trial = study.ask()
+        values = draw(space, trial)
+        study.tell(trial, values["method.alpha"])
+        assert 0.1 <= values["method.lambda"] <= values["method.alpha"] <= 12.0, values
+    assert space[1].as_dict()["at_most"] == "method.alpha"
+    with pytest.raises(FamrError, match="bounds plain floats only"):
+        Param.parse("method.epochs", {"low": 1, "high": 5, "int": True, "at_most": "method.alpha"})
+    with pytest.raises(FamrError, match="bounded by method.alpha, which must be declared before it"):
+        draw([space[1]], study.ask())
+
+
 def test_a_weight_near_one_is_drawn_log_uniformly_in_its_distance_to_one():
     import optuna
 

@@ -108,6 +108,15 @@ def test_scrub_max_steps_must_stay_below_the_epochs_its_search_chose(tmp_path):
     assert "breaks its bound below method.epochs" in tuned_file_problems(path, tmp_path / "tuned")[0]
 
 
+def test_ssd_lambda_must_stay_at_most_the_alpha_its_search_chose(tmp_path):
+    path = tmp_path / "tuned" / "cifar10_cpu" / "class" / "ssd.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(_searched_file("cifar10_cpu", "ssd", {"alpha": 10.0, "lambda": 1.0}))
+    assert tuned_file_problems(path, tmp_path / "tuned") == []
+    path.write_text(_searched_file("cifar10_cpu", "ssd", {"alpha": 0.5, "lambda": 2.0}))
+    assert "breaks its bound at most method.alpha" in tuned_file_problems(path, tmp_path / "tuned")[0]
+
+
 def test_the_command_line_beats_the_tuned_file(tmp_path):
     body = _searched_file("cifar10_cpu", "scrub", {"epochs": 4, "max_steps": 2, "lr": 1.0e-3})
     conf = _conf_with_tuned_file(tmp_path, "cifar10_cpu/class/scrub.yaml", body)

@@ -4,8 +4,10 @@
 replaces a method's whole entry for that experiment (digits needs other epoch counts). Each entry
 maps an override key to ``{low, high}`` (``log: true`` for a log-uniform float, ``int: true`` for an
 integer) or to ``{choices: [...]}``. An integer may be bounded by one drawn before it: ``below: method.epochs``
-caps it at that value minus one (SCRUB's max-step epochs must leave min-only epochs after them), so no
-budget goes to settings the method cannot tell apart. A float weight just below 1 may be drawn
+caps it at that value minus one (SCRUB's max-step epochs must leave min-only epochs after them), and a
+float may be capped by one drawn before it, ``at_most: method.alpha`` (SSD's λ: a selection threshold α
+below λ selects weights the dampening then leaves alone, so (α, λ) with α < λ behaves exactly as (λ, λ)),
+so no budget goes to settings the method cannot tell apart. A float weight just below 1 may be drawn
 ``log_from_one: true``: log-uniform in 1 - value (NegGrad+'s β in [0.9, 0.9999]: as many draws between
 0.999 and 0.9999 as between 0.9 and 0.99, where a uniform draw would almost never reach the published 0.9999).
 
@@ -35,19 +37,26 @@ class Param:
     integer: bool = False
     choices: tuple[Any, ...] | None = None
     below: str | None = None  # an integer key drawn earlier: this one stays at most that value minus one
+    at_most: str | None = None  # a float key drawn earlier: this one stays at most that value
     log_from_one: bool = False  # a float in (0, 1) drawn log-uniformly in 1 - value
 
     @classmethod
     def parse(cls, key: str, spec: Any) -> Param:
         if not isinstance(spec, dict):
             raise FamrError(f"The search space of {key} must be a mapping such as {{low: 1e-4, high: 1e-2, log: true}} (got {spec}).")
-        unknown = set(spec) - {"low", "high", "log", "int", "choices", "below", "log_from_one"}
+        unknown = set(spec) - {"low", "high", "log", "int", "choices", "below", "at_most", "log_from_one"}
         if unknown:
             raise FamrError(
-                f"The search space of {key} has unknown fields {sorted(unknown)}; use low, high, log, int, choices, below or log_from_one."
+                f"The search space of {key} has unknown fields {sorted(unknown)}; "
+                "use low, high, log, int, choices, below, at_most or log_from_one."
             )
         if "below" in spec and not spec.get("int"):
             raise FamrError(f"The search space of {key} sets below: {spec['below']}, which bounds integers only; add int: true.")
+        if "at_most" in spec and (spec.get("int") or "choices" in spec or spec.get("log_from_one")):
+            raise FamrError(
+                f"The search space of {key} sets at_most: {spec['at_most']}, which bounds plain floats only; "
+                "use below for an integer, and drop choices and log_from_one."
+            )
         if "choices" in spec:
             if "log_from_one" in spec:
                 raise FamrError(f"The search space of {key} lists choices, which log_from_one cannot draw from; drop log_from_one.")
@@ -64,15 +73,18 @@ class Param:
             )
         below = spec.get("below")
         integer, log, from_one = bool(spec.get("int", False)), bool(spec.get("log", False)), bool(spec.get("log_from_one", False))
-        return cls(key, float(low), float(high), log, integer, None, below, from_one)
+        return cls(key, float(low), float(high), log, integer, None, below, spec.get("at_most"), from_one)
 
     def upper(self, drawn: dict[str, Any]) -> float:
         """This parameter's upper bound once the values ``drawn`` before it are known."""
-        if self.below is None:
+        bound = self.below or self.at_most
+        if bound is None:
             return self.high
-        if self.below not in drawn:
-            raise FamrError(f"The search space of {self.key} is bounded below {self.below}, which must be declared before it.")
-        return min(self.high, int(drawn[self.below]) - 1)
+        if bound not in drawn:
+            raise FamrError(f"The search space of {self.key} is bounded by {bound}, which must be declared before it.")
+        if self.below is not None:
+            return min(self.high, int(drawn[self.below]) - 1)
+        return min(self.high, float(drawn[bound]))
 
     def suggest(self, trial, drawn: dict[str, Any] | None = None) -> Any:
         """The value an Optuna trial draws for this key (``drawn``: the values of the keys declared before it)."""
@@ -85,7 +97,7 @@ class Param:
             # Optuna sees 1 - value (its own parameter name says so); the run and the records get the value.
             gap = trial.suggest_float(f"1-{self.key}", 1.0 - self.high, 1.0 - self.low, log=True)
             return min(self.high, max(self.low, 1.0 - gap))  # 1 - (1 - x) may round past a bound
-        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
+        return trial.suggest_float(self.key, self.low, max(self.low, self.upper(drawn or {})), log=self.log)
 
     def contains(self, value: Any) -> bool:
         """Whether ``value`` is one this space can draw (ignoring ``below``, which depends on the draw)."""
@@ -108,6 +120,8 @@ class Param:
             spec.update(low=int(self.low), high=int(self.high), int=True)
         if self.below is not None:
             spec["below"] = self.below
+        if self.at_most is not None:
+            spec["at_most"] = self.at_most
         if self.log_from_one:
             spec["log_from_one"] = True
         return spec
