@@ -52,15 +52,22 @@ def test_every_space_holds_its_methods_published_setting(path):
             assert param.contains(value) and (param.choices is not None or value <= param.upper(drawn)), (method, param.key, value)
 
 
-def test_scrub_draws_max_steps_below_its_epochs_so_no_trial_repeats_another():
+def _tpe_draws(space, objective_key: str, trials: int = 30) -> list[dict]:
+    """What 30 TPE trials draw from ``space``, each told the value of one of its keys."""
     import optuna
 
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
-    space = declared_space("cifar10_cpu", "scrub")
-    for _ in range(30):
+    drawn = []
+    for _ in range(trials):
         trial = study.ask()
         values = draw(space, trial)
-        study.tell(trial, values["method.lr"])
+        study.tell(trial, values[objective_key])
+        drawn.append(values)
+    return drawn
+
+
+def test_scrub_draws_max_steps_below_its_epochs_so_no_trial_repeats_another():
+    for values in _tpe_draws(declared_space("cifar10_cpu", "scrub"), "method.lr"):
         assert 1 <= values["method.max_steps"] < values["method.epochs"], values
     with pytest.raises(FamrError, match="bounds integers only"):
         Param.parse("method.lr", {"low": 1, "high": 2, "below": "method.epochs"})
@@ -69,18 +76,14 @@ def test_scrub_draws_max_steps_below_its_epochs_so_no_trial_repeats_another():
 def test_ssd_draws_lambda_at_most_alpha_so_no_trial_repeats_another():
     import optuna
 
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     space = declared_space("cifar10_cpu", "ssd")
-    for _ in range(30):
-        trial = study.ask()
-        values = draw(space, trial)
-        study.tell(trial, values["method.alpha"])
+    for values in _tpe_draws(space, "method.alpha"):
         assert 0.1 <= values["method.lambda"] <= values["method.alpha"] <= 12.0, values
     assert space[1].as_dict()["at_most"] == "method.alpha"
     with pytest.raises(FamrError, match="bounds plain floats only"):
         Param.parse("method.epochs", {"low": 1, "high": 5, "int": True, "at_most": "method.alpha"})
     with pytest.raises(FamrError, match="bounded by method.alpha, which must be declared before it"):
-        draw([space[1]], study.ask())
+        draw([space[1]], optuna.create_study().ask())
 
 
 def test_a_weight_near_one_is_drawn_log_uniformly_in_its_distance_to_one():

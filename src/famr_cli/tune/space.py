@@ -82,9 +82,8 @@ class Param:
             return self.high
         if bound not in drawn:
             raise FamrError(f"The search space of {self.key} is bounded by {bound}, which must be declared before it.")
-        if self.below is not None:
-            return min(self.high, int(drawn[self.below]) - 1)
-        return min(self.high, float(drawn[bound]))
+        # below: an integer strictly under the bound; at_most: a float up to it.
+        return min(self.high, int(drawn[bound]) - 1 if self.below else float(drawn[bound]))
 
     def suggest(self, trial, drawn: dict[str, Any] | None = None) -> Any:
         """The value an Optuna trial draws for this key (``drawn``: the values of the keys declared before it)."""
@@ -100,7 +99,7 @@ class Param:
         return trial.suggest_float(self.key, self.low, max(self.low, self.upper(drawn or {})), log=self.log)
 
     def contains(self, value: Any) -> bool:
-        """Whether ``value`` is one this space can draw (ignoring ``below``, which depends on the draw)."""
+        """Whether ``value`` is one this space can draw (ignoring ``below`` and ``at_most``, which depend on the draw)."""
         if self.choices is not None:
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -77,10 +77,9 @@ def tuned_file_problems(path: Path, tuned_root: Path) -> list[str]:
             )
         elif not space[key].contains(value):
             problems.append(f"{path.name}: {key}={value} lies outside its searched range {space[key].as_dict()}.")
-        elif space[key].below is not None and value > space[key].upper({f"method.{k}": v for k, v in values.items()}):
-            problems.append(f"{path.name}: {key}={value} breaks its bound below {space[key].below}.")
-        elif space[key].at_most is not None and value > space[key].upper({f"method.{k}": v for k, v in values.items()}):
-            problems.append(f"{path.name}: {key}={value} breaks its bound at most {space[key].at_most}.")
+        elif (space[key].below or space[key].at_most) and value > space[key].upper({f"method.{k}": v for k, v in values.items()}):
+            bound = f"below {space[key].below}" if space[key].below else f"at most {space[key].at_most}"
+            problems.append(f"{path.name}: {key}={value} breaks its bound {bound}.")
     missing = sorted(set(space) - set(values))
     if missing:
         problems.append(f"{path.name}: the search's keys {missing} are missing: a tuned file holds every value its search chose.")
