@@ -53,7 +53,7 @@ def test_every_space_holds_its_methods_published_setting(path):
 
 
 def _tpe_draws(space, objective_key: str, trials: int = 30) -> list[dict]:
-    """What 30 TPE trials draw from ``space``, each told the value of one of its keys."""
+    """What ``trials`` seeded TPE trials draw from ``space``, each told the value of one of its keys."""
     import optuna
 
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
