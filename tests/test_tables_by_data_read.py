@@ -29,7 +29,7 @@ from famr_cli.reproduce import cli as reproduce_cli
 from famr_cli.reproduce import method_reads, table_render, tables
 from famr_cli.reproduce.data import DataPlan
 from famr_cli.reproduce.method_reads import methods_help, reads_of_option, reads_of_row
-from famr_cli.reproduce.profiles import CLASS_TABLE, PROFILES, SAMPLE_TABLE
+from famr_cli.reproduce.profiles import ALL_METHODS, CLASS_TABLE, PROFILES, SAMPLE_TABLE
 from famr_cli.reproduce.robustness_report import main as robustness_main
 from famr_cli.reproduce.runner import plan_sweeps, reproduce, wall_time
 from famr_cli.reproduce.table_columns import METHOD_NAMES
@@ -393,3 +393,11 @@ def test_the_docs_reads_column_matches_the_code():
     documented = _tables_with_a_reads_column((REPO / "docs" / "configuration.md").read_text())
     assert set(READS) <= set(documented), sorted(documented)
     assert {m: reads_of_option(m).label for m in documented} == documented
+
+
+def test_every_method_config_has_a_row_and_a_label_in_the_comparison():
+    """A method with a YAML runs in famr-run at once; its row in the tables needs it listed and labelled (docs/development.md)."""
+    options = {p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
+    assert options - set(ALL_METHODS) == set(), "add these to ALL_METHODS in src/famr_cli/reproduce/profiles.py"
+    assert options - set(METHOD_NAMES) == set(), "add their table labels to METHOD_NAMES in src/famr_cli/reproduce/table_columns.py"
+    assert set(ALL_METHODS) <= options, "ALL_METHODS names a method without conf/method/<name>.yaml"
