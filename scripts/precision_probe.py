@@ -4,7 +4,8 @@ Builds a backbone from its config (random weights, random images: only the speed
 rounds of SGD steps and of inference batches in fp32 and under ``torch.autocast("cpu", torch.bfloat16)``,
 taking turns so that whatever else the machine runs weighs on both alike, and prints one JSON line of
 images per second and the bf16 / fp32 ratios. The ratio is what a CPU with native bf16 (AMX, AVX512-BF16)
-would gain from ``precision=bf16``; without native bf16 it is typically below 1.
+would gain from ``precision=bf16``; without native bf16 the kernels emulate it and the ratio can fall
+below 1 (we have not had such a CPU to measure).
 
     python scripts/precision_probe.py                                  # resnet_narrow, batch 128, 1 thread
     python scripts/precision_probe.py --backbone resnet18 --threads 2
