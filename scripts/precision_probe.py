@@ -24,18 +24,11 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from famr_cli.backbone import build_backbone
-from famr_cli.host import cpu_name
+from famr_cli.host import cpu_flags, cpu_name
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
-
-
-def native_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The CPU flags that give bf16 its own instructions (none: bf16 is emulated and slow)."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(f for f in flags if f in {"amx_bf16", "avx512_bf16"})
+# The CPU flags that give bf16 its own instructions (none: bf16 is emulated).
+NATIVE_BF16 = {"amx_bf16", "avx512_bf16"}
 
 
 def images_per_second(step, batch: int, steps: int) -> float:
@@ -97,7 +90,7 @@ def main() -> None:
                 "batch": args.batch,
                 "threads": args.threads,
                 "cpu": cpu_name(),
-                "native_bf16": native_bf16_flags(),
+                "native_bf16": sorted(cpu_flags() & NATIVE_BF16),
                 "torch": torch.__version__,
                 "images_per_s_median": median,
                 "train_bf16_over_fp32": round(median["train_bf16"] / median["train_fp32"], 2),

@@ -402,15 +402,17 @@ def test_tables_picks_the_forget_tables_and_the_lambda_sweep_goes_with_class(tmp
 
 
 def test_the_machine_names_its_cpu_generation_where_the_os_lists_it(tmp_path):
-    from famr_cli.host import cpu_name
+    from famr_cli.host import cpu_flags, cpu_name
 
     info = tmp_path / "cpuinfo"
     info.write_text(
         "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f\n\nprocessor\t: 1\n"
     )
     assert cpu_name(info) == "AMD EPYC, family 26, model 2, AVX-512"
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512f"}
     info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2\n")
     assert cpu_name(info) == "Some CPU"
+    assert cpu_flags(tmp_path / "missing") == set()
 
 
 def test_cifar10_sources_in_order(tmp_path, monkeypatch):

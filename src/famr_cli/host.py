@@ -21,19 +21,30 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU model as the OS reports it, with its family, model and AVX-512 where the OS lists them
-    (e.g. "AMD EPYC, family 26, model 2, AVX-512"). A bare "AMD EPYC" names several generations, whose
-    kernels round differently: the same seeds train a different original on each."""
+def _first_cpu_fields(cpuinfo: Path) -> dict[str, str]:
+    """The fields of the first processor's block of ``cpuinfo`` (empty when it cannot be read)."""
+    fields: dict[str, str] = {}
     try:
-        fields: dict[str, str] = {}
         for line in cpuinfo.read_text().splitlines():
             if not line.strip():
                 break  # the first processor's block is enough
             key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
     except OSError:
-        fields = {}
+        return {}
+    return fields
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags the OS lists for the CPU (empty where it lists none)."""
+    return set(_first_cpu_fields(cpuinfo).get("flags", "").split())
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model as the OS reports it, with its family, model and AVX-512 where the OS lists them
+    (e.g. "AMD EPYC, family 26, model 2, AVX-512"). A bare "AMD EPYC" names several generations, whose
+    kernels round differently: the same seeds train a different original on each."""
+    fields = _first_cpu_fields(cpuinfo)
     name = fields.get("model name")
     if not name:
         return platform.processor() or platform.machine()
