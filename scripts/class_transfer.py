@@ -4,6 +4,7 @@
     python scripts/class_transfer.py -- experiment=cifar10_cpu dataset.root=<CIFAR-10 copy>
     python scripts/class_transfer.py --methods famr,ssd --classes 0,1,2 -- experiment=quickstart
     python scripts/class_transfer.py --table-only outputs/class_transfer/sweep
+    python scripts/class_transfer.py --table-only outputs/class_transfer/*   # one sweep dir per method, merged
 
 A tuned file is chosen on a few forget sets; a user forgets another class. This runs one famr-run
 multirun (``forget.classes`` swept over every class, each method at its experiment's values; one
@@ -53,6 +54,15 @@ def collect(sweep: Path) -> dict[str, dict[int, dict[str, float]]]:
     return table
 
 
+def collect_all(sweeps: list[Path]) -> dict[str, dict[int, dict[str, float]]]:
+    """``collect`` over several sweep dirs, merged (a method's classes may come from different sweeps)."""
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    for sweep in sweeps:
+        for method, rows in collect(sweep).items():
+            table.setdefault(method, {}).update(rows)
+    return table
+
+
 def markdown(table: dict[str, dict[int, dict[str, float]]], classes: list[int]) -> str:
     head = ["method", *(f"class {c}" for c in classes), f"classes meeting the bar (of {len(classes)})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -86,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="the classes forgotten, one at a time")
     parser.add_argument("--out", type=Path, default=Path("outputs/class_transfer/sweep"), help="the sweep dir")
     parser.add_argument("--resume", action="store_true", help="keep the jobs of --out that finished ok")
-    parser.add_argument("--table-only", type=Path, metavar="SWEEP", help="print the table of a finished sweep and exit")
+    parser.add_argument(
+        "--table-only",
+        type=Path,
+        nargs="+",
+        metavar="SWEEP",
+        help="print the table of finished sweeps (one per method, say, run side by side with --out) and exit",
+    )
     argv = sys.argv[1:] if argv is None else argv
     ours, passed = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = parser.parse_args(ours)
@@ -96,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"class_transfer: --classes takes class ids such as 0,1,2 (got {args.classes!r}).", file=sys.stderr)
         return 2
     if args.table_only:
-        print(markdown(collect(args.table_only), classes))
+        print(markdown(collect_all(args.table_only), classes))
         return 0
     sweep = [
         FAMR_RUN,

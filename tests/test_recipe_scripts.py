@@ -68,6 +68,18 @@ def test_the_class_transfer_table_counts_the_classes_meeting_the_bar(tmp_path):
     assert lines[4] == "| ssd | 0.0 / 80.5 | – | – | 1 of 1 run |"
 
 
+def test_the_class_transfer_merges_sweeps_run_side_by_side(tmp_path, capsys):
+    first, second = tmp_path / "famr", tmp_path / "ssd"
+    first.mkdir(), second.mkdir()
+    _results(first, 0, "famr", 0, forget=9.9, retained=77.5)
+    _results(second, 0, "ssd", 0, forget=0.0, retained=80.5)
+    _results(second, 1, "famr", 1, forget=10.5, retained=80.0)
+    assert class_transfer.main(["--classes", "0,1", "--table-only", str(first), str(second)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3] == "| famr | 9.9 / 77.5 | 10.5 / 80.0 | 1 of 2 run |"
+    assert lines[4] == "| ssd | 0.0 / 80.5 | – | 1 of 1 run |"
+
+
 def test_the_class_transfer_refuses_class_ids_that_are_not_numbers(capsys):
     assert class_transfer.main(["--classes", "cat,dog"]) == 2
     assert "--classes takes class ids" in capsys.readouterr().err
