@@ -35,9 +35,13 @@ def _first_cpu_fields(cpuinfo: Path) -> dict[str, str]:
     return fields
 
 
+def _flags(fields: dict[str, str]) -> set[str]:
+    return set(fields.get("flags", "").split())
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The instruction-set flags the OS lists for the CPU (empty where it lists none)."""
-    return set(_first_cpu_fields(cpuinfo).get("flags", "").split())
+    return _flags(_first_cpu_fields(cpuinfo))
 
 
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -50,7 +54,7 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         return platform.processor() or platform.machine()
     details = [f"family {fields['cpu family']}"] if fields.get("cpu family") else []
     details += [f"model {fields['model']}"] if fields.get("model") else []
-    details += ["AVX-512"] if "avx512f" in fields.get("flags", "").split() else []
+    details += ["AVX-512"] if "avx512f" in _flags(fields) else []
     return ", ".join([name, *details])
 
 
