@@ -264,7 +264,7 @@ def test_profiles_as_specified():
     assert paper.seeds == (0, 1, 2) and paper.seed_overrides(paper.seeds) == ["seed=0,1,2"]
     assert cpu.experiments == ("cifar10_cpu",) and cpu.methods == methods
     assert cpu.seed_overrides(cpu.seeds) == ["seed=0,1", "train.seed=0"]
-    assert paper.lambdas == cpu.lambdas == (0.01, 0.03, 0.1, 0.3, 1.0)
+    assert paper.lambdas == cpu.lambdas == (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
     assert smoke.hidden and smoke.experiments == ("quickstart",) and set(smoke.methods) == {"famr", "grad_ascent", "retrain"}
     assert (
         [t.title for t in cpu.forget_tables]
@@ -368,7 +368,7 @@ def test_dry_run_prints_the_commands(tmp_path):
     # The class-only methods (Boundary Shrink/Expanding, UNSIR) are left out of the sample sweep.
     assert "ssd,scrub,neggrad_plus,bad_teacher,cf_k,eu_k,fisher,jit forget=sample forget.fraction=0.1 seed=0,1" in commands[1]
     assert commands[1].endswith("/methods_sample")
-    assert "method=famr method.lam=0.01,0.03,0.1,0.3,1 seed=0 train.seed=0" in commands[2]
+    assert "method=famr method.lam=0.01,0.1,1,10,100,1000 seed=0 train.seed=0" in commands[2]
     assert not (tmp_path / "runs").exists()
 
 

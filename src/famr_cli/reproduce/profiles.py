@@ -44,7 +44,9 @@ ALL_METHODS = (
     "fisher",
     "jit",
 )
-LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+# FAMR's λ sweep: one point per decade of famr-tune's λ range (0.01-1000). The anchor only starts to hold
+# the model once λ reaches the tens (the measurement behind that range: famr_cli/tune/spaces/default.yaml).
+LAMBDAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # How seeds are varied (Profile.seed_mode).
