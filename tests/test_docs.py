@@ -254,21 +254,46 @@ def _links(page: Path) -> list[tuple[int, str]]:
     return found
 
 
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, each space a hyphen, and
+    -1, -2, ... after a repeated one."""
+    _, prose = _fenced_and_prose(page.read_text(encoding="utf-8"))
+    anchors: set[str] = set()
+    for _, line in prose:
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+        unique, n = slug, 0
+        while unique in anchors:
+            n += 1
+            unique = f"{slug}-{n}"
+        anchors.add(unique)
+    return anchors
+
+
+def test_slugs_follow_githubs_rule(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# The `cifar10_cpu` 10 % search: all 8 methods\n\n## FAMR's λ sweep\n\n## Setup\n\n## Setup\n")
+    assert _anchors(page) == {"the-cifar10_cpu-10--search-all-8-methods", "famrs-λ-sweep", "setup", "setup-1"}
+
+
 def test_every_intra_repo_link_resolves(record_property):
     broken, checked = [], 0
     for page in PAGES:
         for number, target in _links(page):
             if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: ... are not the repository's
                 continue
-            path = target.split("#", 1)[0]
-            if not path:  # an anchor on the same page
-                continue
+            path, _, anchor = target.partition("#")
+            destination = page.parent / path if path else page
             checked += 1
-            if not (page.parent / path).exists():
+            if not destination.exists():
                 broken.append(f"{page.relative_to(ROOT).as_posix()}:{number}: {target}")
+            elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
+                broken.append(f"{page.relative_to(ROOT).as_posix()}:{number}: {target} (no such heading)")
     record_property("links_checked", checked)
     print(f"\n{checked} intra-repo links checked")
-    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+    assert not broken, "links to files or headings that do not exist:\n" + "\n".join(broken)
     assert checked >= MIN_LINKS, f"only {checked} links found: is the extractor broken?"
 
 
