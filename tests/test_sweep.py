@@ -19,7 +19,7 @@ from famr_cli.cache import build_once
 from famr_cli.cli import objective_value
 from famr_cli.runtime import threads_per_job
 from famr_cli.sweep.callback import sweep_group
-from famr_cli.sweep.summary import write_summary
+from famr_cli.sweep.files import write_summary
 from wandb_records import run_info
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,10 +33,11 @@ from famr_cli.reproduce.profiles import ALL_METHODS, CLASS_TABLE, PROFILES, SAMP
 from famr_cli.reproduce.robustness_report import main as robustness_main
 from famr_cli.reproduce.runner import plan_sweeps, reproduce, wall_time
 from famr_cli.reproduce.table_columns import METHOD_NAMES
+from famr_cli.sweep.files import write_summary
 from famr_cli.sweep.jobs import Job, load_jobs
 from famr_cli.sweep.summarize_cli import compare_table
 from famr_cli.sweep.summarize_cli import table as by_table
-from famr_cli.sweep.summary import to_csv, to_markdown, write_summary
+from famr_cli.sweep.summary import to_csv, to_markdown
 from famr_cli.tune import report
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,6 @@
 """What the comparison tables show: their columns (one :class:`Metric` each, read from one job's
-results.json), the methods' display names and order, and the units their captions state.
+results.json), the methods' display names and order, the units their captions state, and how their text
+is escaped for LaTeX.
 
 The "Is it forgotten?" columns are the robustness checks' headline figures; those that compare the
 unlearned model with Retrain as a whole are named as in every other view
@@ -114,3 +115,27 @@ UNITS = (
     "trials = the search behind the method's values (famr-tune trials; 0 accepted = none passed the collapse guard; "
     "hand = an earlier hand search; 0 = the published defaults)."
 )
+
+
+# The characters a label, a caption or a cell may hold that LaTeX reads as commands, and the symbols it sets in math mode.
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+    "–": "--",
+    "—": "---",
+    DAGGER: r"$^\dagger$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)

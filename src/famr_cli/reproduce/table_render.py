@@ -11,7 +11,7 @@ import io
 from typing import TYPE_CHECKING
 
 from famr_cli.reproduce.method_reads import group_rank, refused_cell
-from famr_cli.reproduce.table_columns import DAGGER, HIGHLIGHT, MISSING, ROBUSTNESS_METRICS
+from famr_cli.reproduce.table_columns import DAGGER, HIGHLIGHT, MISSING, ROBUSTNESS_METRICS, latex_escape
 
 if TYPE_CHECKING:
     from famr_cli.reproduce.tables import Row, Stat, Table
@@ -84,29 +84,6 @@ def to_csv(table: Table) -> str:
             cells += [row.reads.label if row.reads else "", row.refused or ""]
         writer.writerow(cells)
     return out.getvalue()
-
-
-LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "±": r"$\pm$",
-    "λ": r"$\lambda$",
-    "–": "--",
-    "—": "---",
-    DAGGER: r"$^\dagger$",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
 
 
 def _rank(row: Row) -> int:

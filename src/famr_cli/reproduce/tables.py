@@ -32,8 +32,8 @@ from famr_cli.reproduce.table_columns import (
     ROBUSTNESS_UNITS,
     UNITS,
     Metric,
+    latex_escape,
 )
-from famr_cli.reproduce.table_render import latex_escape
 from famr_cli.sweep.jobs import Job
 
 

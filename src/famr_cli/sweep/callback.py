@@ -15,7 +15,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from famr_cli.sweep.summary import SweepSummary, write_summary
+from famr_cli.sweep.files import write_summary
+from famr_cli.sweep.summary import SweepSummary
 
 log = logging.getLogger("famr")
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from famr_cli.reproduce.method_reads import Reads, group_rank, reads_of_row, refused_cell
 from famr_cli.reproduce.tables import forget_spec_of, job_method
+from famr_cli.sweep.files import write_summary
 from famr_cli.sweep.jobs import Job
 from famr_cli.sweep.jobs import load_jobs as load_sweep_jobs
-from famr_cli.sweep.summary import SUMMARY_MD, write_summary
+from famr_cli.sweep.summary import SUMMARY_MD
 
 FIGURES = [
     ("forget_test", lambda r: r["metrics"]["unlearned"]["forget_test_acc"]),

@@ -211,18 +211,3 @@ def to_markdown(summary: SweepSummary) -> str:
         lines.append("")
         lines.append(f"- job {job.dir.name} ({job.status}): {(job.results or {}).get('error', 'no results.json was written')}")
     return "\n".join(lines) + "\n"
-
-
-def write_summary(sweep_dir: str | Path, plots: bool = True) -> tuple[SweepSummary, list[Path]]:
-    """Write summary.csv, summary.md and (with ``plots``) the PNG plots into ``sweep_dir``; returns the files."""
-    summary = summarize(sweep_dir)
-    written = []
-    for name, text in ((SUMMARY_CSV, to_csv(summary)), (SUMMARY_MD, to_markdown(summary))):
-        path = summary.sweep_dir / name
-        path.write_text(text)
-        written.append(path)
-    if plots:
-        from famr_cli.sweep.plots import write_plots  # matplotlib loads only when plots are asked for
-
-        written += write_plots(summary)
-    return summary, written
