@@ -9,6 +9,7 @@ seconds.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -254,9 +255,10 @@ def _links(page: Path) -> list[tuple[int, str]]:
     return found
 
 
-def _anchors(page: Path) -> set[str]:
+@functools.cache
+def _anchors(page: Path) -> frozenset[str]:
     """The anchors GitHub gives a page's headings: lower case, punctuation dropped, each space a hyphen, and
-    -1, -2, ... after a repeated one."""
+    -1, -2, ... after a repeated one (read once per page, however many links point at it)."""
     _, prose = _fenced_and_prose(page.read_text(encoding="utf-8"))
     anchors: set[str] = set()
     for _, line in prose:
@@ -269,7 +271,7 @@ def _anchors(page: Path) -> set[str]:
             n += 1
             unique = f"{slug}-{n}"
         anchors.add(unique)
-    return anchors
+    return frozenset(anchors)
 
 
 def test_slugs_follow_githubs_rule(tmp_path):
