@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import compose_config
 from famr_cli.famr_definition import DEFINITION, departures, row_key, row_label
-from famr_cli.reproduce.table_columns import METHOD_NAMES
+from famr_cli.method_reads import METHOD_NAMES
 from famr_cli.reproduce.tables import build_table
 from famr_cli.sweep.jobs import Job
 

@@ -23,16 +23,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import run_cli
+from famr_cli import method_reads
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.method import DATA_READ, METHODS, UnlearningMethod
+from famr_cli.method_reads import METHOD_NAMES, methods_help, reads_of_option, reads_of_row
 from famr_cli.reproduce import cli as reproduce_cli
-from famr_cli.reproduce import method_reads, table_render, tables
+from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan
-from famr_cli.reproduce.method_reads import methods_help, reads_of_option, reads_of_row
 from famr_cli.reproduce.profiles import ALL_METHODS, CLASS_TABLE, PROFILES, SAMPLE_TABLE
 from famr_cli.reproduce.robustness_report import main as robustness_main
 from famr_cli.reproduce.runner import plan_sweeps, reproduce, wall_time
-from famr_cli.reproduce.table_columns import METHOD_NAMES
 from famr_cli.sweep.files import write_summary
 from famr_cli.sweep.jobs import Job, load_jobs
 from famr_cli.sweep.summarize_cli import compare_table
@@ -400,5 +400,5 @@ def test_every_method_config_has_a_row_and_a_label_in_the_comparison():
     """A method with a YAML runs in famr-run at once; its row in the tables needs it listed and labelled (docs/development.md)."""
     options = {p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
     assert options - set(ALL_METHODS) == set(), "add these to ALL_METHODS in src/famr_cli/reproduce/profiles.py"
-    assert options - set(METHOD_NAMES) == set(), "add their table labels to METHOD_NAMES in src/famr_cli/reproduce/table_columns.py"
+    assert options - set(METHOD_NAMES) == set(), "add their table labels to METHOD_NAMES in src/famr_cli/method_reads.py"
     assert set(ALL_METHODS) <= options, "ALL_METHODS names a method without conf/method/<name>.yaml"

@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import famr_cli.reproduce.method_reads  # noqa: F401  (registers the ${famr_methods:} resolver of --help's method list)
+import famr_cli.method_reads  # noqa: F401  (registers the ${famr_methods:} resolver of --help's method list)
+from famr_cli.config_schema import CONFIG_DIR as CONFIG_PATH
 from famr_cli.errors import DivergedError, FamrError, RunInterrupted
 from famr_cli.host import available_cores, describe_run_host, run_host
 from famr_cli.logger import build_logger
@@ -31,7 +32,7 @@ from famr_cli.train.distributed import shutdown as shutdown_distributed
 
 # The configs ship inside the package (src/famr_cli/conf is the repository's conf/), so the
 # installed command finds them from any working directory.
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+CONFIG_DIR = str(CONFIG_PATH)  # Hydra's config_path and initialize_config_dir take a str
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_DIVERGED = 3

@@ -8,6 +8,7 @@ import platform
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -116,3 +117,20 @@ def describe_run_host(host: dict) -> str:
     extra = [f"id {slurm['job_id']}"] if slurm["sacct_id"] != slurm["job_id"] else []
     extra += [f"restart {slurm['restart_count']}"] if slurm.get("restart_count", "0") != "0" else []
     return f"node {host['node']}, SLURM job {slurm['sacct_id']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def describe_machine() -> str:
+    """This host: GPU name(s) when nvidia-smi lists any, the CPU model and the usable cores."""
+    cpu = cpu_name()
+    cores = available_cores()
+    parts = [f"{cpu}, {cores} cores"]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            names = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+            gpus = [n.strip() for n in names.splitlines() if n.strip()]
+            if gpus:
+                parts.insert(0, ", ".join(sorted(set(gpus))) + (f" x{len(gpus)}" if len(gpus) > 1 else ""))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "; ".join(parts)

@@ -27,11 +27,9 @@ from omegaconf import OmegaConf
 
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
-from famr_cli.host import famr_run_command
+from famr_cli.host import describe_machine, famr_run_command
+from famr_cli.method_reads import METHOD_NAMES, method_options, option_section, reads_of_option
 from famr_cli.privacy.population import COMPETITION, FULL, PROTOCOLS, RETRAIN, PopulationSweep, SweepMembers, plan_populations
-from famr_cli.reproduce.method_reads import method_options, option_section, reads_of_option
-from famr_cli.reproduce.runner import describe_machine
-from famr_cli.reproduce.table_columns import METHOD_NAMES
 from famr_cli.tune.tuned_file import current_commit
 
 log = logging.getLogger("famr")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from famr_cli.reproduce.profiles import CONF_DIR, Profile, dataset_of
+from famr_cli.config_schema import CONFIG_DIR
+from famr_cli.reproduce.profiles import Profile, dataset_of
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TORCHVISION_DIR = "cifar-10-batches-py"
@@ -87,7 +88,7 @@ def find_cifar10(data: str | None, repo_root: Path, cache_dir: Path, allow_downl
 
 
 def imagenet100_classes() -> list[str]:
-    return [str(c) for c in yaml.safe_load((CONF_DIR / "dataset" / "imagenet100.yaml").read_text())["classes"]]
+    return [str(c) for c in yaml.safe_load((CONFIG_DIR / "dataset" / "imagenet100.yaml").read_text())["classes"]]
 
 
 def find_imagenet(imagenet: str | None) -> tuple[Path, str]:

@@ -14,9 +14,10 @@ and the ± measures the unlearning's randomness alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import yaml
+
+from famr_cli.config_schema import CONFIG_DIR
 
 # Every method of the comparison: adding a name here is all a method needs to run in famr-reproduce (its
 # sweeps, its row, --methods). The tables list Retrain first and group the others by the data they read.
@@ -47,7 +48,6 @@ ALL_METHODS = (
 # FAMR's λ sweep: one point per decade of famr-tune's λ range (0.01-1000). The anchor only starts to hold
 # the model once λ reaches the tens (the measurement behind that range: famr_cli/tune/spaces/default.yaml).
 LAMBDAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # How seeds are varied (Profile.seed_mode).
 FULL = "full"  # the top-level `seed`: each seed trains its own original model and Retrain reference
@@ -194,12 +194,12 @@ def public_profiles() -> list[str]:
 
 
 def experiment_names() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    return sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 def dataset_of(experiment: str) -> str:
     """The dataset option an experiment selects (its ``override /dataset: ...`` default)."""
-    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    path = CONFIG_DIR / "experiment" / f"{experiment}.yaml"
     for item in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
         if isinstance(item, dict):
             for key, value in item.items():

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from famr_cli.reproduce.method_reads import REFERENCE, group_rank, reads_of_option, reads_of_row
-from famr_cli.reproduce.tables import job_method
+from famr_cli.method_reads import REFERENCE, group_rank, reads_of_option, reads_of_row
 from famr_cli.robustness_figures import COMPARISONS, CheckFigure, check_figures
-from famr_cli.sweep.jobs import Job, load_jobs, varied_keys
+from famr_cli.sweep.jobs import Job, job_method, load_jobs, varied_keys
 
 
 def _fmt(value: Any) -> str:

@@ -6,7 +6,7 @@ built from the jobs that finished ok, the failed ones are counted and footnoted,
 returns 1 at the end, after the profile's wall time. A method not defined for a table's forget spec
 (``forget_specs``) is left out of that table's sweep, and its row says why. The sweeps run in their own
 processes; this one imports torch only to ask the methods what they read and where they are defined
-(:mod:`famr_cli.reproduce.method_reads`).
+(:mod:`famr_cli.method_reads`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from famr_cli.errors import FamrError
-from famr_cli.host import available_cores, cpu_name, famr_run_command
+from famr_cli.host import describe_machine, famr_run_command
+from famr_cli.method_reads import reads_of_option, refused_cell
 from famr_cli.reproduce import table_render, tables
 from famr_cli.reproduce.data import DataPlan, hydra_value
-from famr_cli.reproduce.method_reads import reads_of_option, refused_cell
 from famr_cli.reproduce.privacy_step import PrivacyStudy, run_privacy
 from famr_cli.reproduce.profiles import CLASS_TABLE, ForgetTable, Profile
 from famr_cli.sweep.jobs import load_jobs
@@ -112,23 +112,6 @@ def plan_sweeps(
         lam = ["method=famr", f"method.lam={_numbers(profile.lambdas)}"]
         sweeps.append(sweep(profile.lambda_experiment, LAMBDA, lam, (profile.lambda_seed,), extra=profile.lambda_overrides))
     return sweeps
-
-
-def describe_machine() -> str:
-    """This host: GPU name(s) when nvidia-smi lists any, the CPU model and the usable cores."""
-    cpu = cpu_name()
-    cores = available_cores()
-    parts = [f"{cpu}, {cores} cores"]
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            names = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
-            gpus = [n.strip() for n in names.splitlines() if n.strip()]
-            if gpus:
-                parts.insert(0, ", ".join(sorted(set(gpus))) + (f" x{len(gpus)}" if len(gpus) > 1 else ""))
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return "; ".join(parts)
 
 
 # The jobs a sweep dir was started with (its famr-run arguments, one per line): --resume continues only the

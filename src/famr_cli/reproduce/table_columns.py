@@ -1,5 +1,5 @@
 """What the comparison tables show: their columns (one :class:`Metric` each, read from one job's
-results.json), the methods' display names and order, the units their captions state, and how their text
+results.json), the LaTeX names of methods whose display name needs markup, the units their captions state, and how their text
 is escaped for LaTeX.
 
 The "Is it forgotten?" columns are the robustness checks' headline figures; those that compare the
@@ -79,33 +79,6 @@ ROBUSTNESS_UNITS = (
     "AUC_Retrain. Definitions: docs/robustness.md."
 )
 
-# The field's order and names; methods not listed follow in the order they appear. A table lists Retrain
-# first and then groups the others by the data they read (famr_cli.reproduce.method_reads), each group in
-# this order. A name here is only a label: a method runs in famr-reproduce once profiles.ALL_METHODS has it.
-METHOD_NAMES = {
-    "retrain": "Retrain",
-    "famr": "FAMR",
-    # Named variants of FAMR (ours): each its own search and row, never labelled plain FAMR.
-    "famr_entropy": "FAMR-entropy",
-    "famr_head": "FAMR-head",
-    "famr_retain_kd": "FAMR+KD",
-    "finetune": "FT",
-    "grad_ascent": "GA",
-    "random_label": "RL",
-    "l1_sparse": "l1-sparse",
-    "salun": "SalUn",
-    "ssd": "SSD",
-    "scrub": "SCRUB",
-    "neggrad_plus": "NegGrad+",
-    "bad_teacher": "Bad Teacher",
-    "cf_k": "CF-k",
-    "eu_k": "EU-k",
-    "boundary_shrink": "Boundary Shrink",
-    "boundary_expand": "Boundary Expanding",
-    "unsir": "UNSIR",
-    "fisher": "Fisher",
-    "jit": "JiT",
-}
 LATEX_NAMES = {"l1_sparse": r"$\ell_1$-sparse"}
 HIGHLIGHT = "famr"  # bold in Markdown and LaTeX
 MISSING = "–"

@@ -10,7 +10,7 @@ import csv
 import io
 from typing import TYPE_CHECKING
 
-from famr_cli.reproduce.method_reads import group_rank, refused_cell
+from famr_cli.method_reads import group_rank, refused_cell
 from famr_cli.reproduce.table_columns import DAGGER, HIGHLIGHT, MISSING, ROBUSTNESS_METRICS, latex_escape
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The comparison tables: jobs' results.json -> mean ± std over seeds, ready to render.
 
 One :class:`Table` per experiment, one :class:`Row` per method: Retrain (the reference) first, then the
-methods grouped by the training data they read (:mod:`famr_cli.reproduce.method_reads`: D_f only, D_f + D_r,
+methods grouped by the training data they read (:mod:`famr_cli.method_reads`: D_f only, D_f + D_r,
 D_r only, all of D), each group in the field's order; a method not defined for the table's forget spec keeps
 its row, which says why it is empty. The columns of ``scripts/summarize.py --compare`` (UA, RA, TA, forget-test accuracy,
 MIA-Efficacy, Avg. Gap, RTE in seconds and in percent of Retrain). Cells hold the mean and the sample
@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from famr_cli.famr_definition import row_key, row_label
-from famr_cli.reproduce.method_reads import Reads, grouped, reads_of_row
+from famr_cli.famr_definition import row_label
+from famr_cli.method_reads import METHOD_NAMES, Reads, grouped, reads_of_row
 from famr_cli.reproduce.table_columns import (
     DAGGER,
     LATEX_NAMES,
-    METHOD_NAMES,
     METRICS,
     MISSING,
     ROBUSTNESS_METRICS,
@@ -34,7 +33,7 @@ from famr_cli.reproduce.table_columns import (
     Metric,
     latex_escape,
 )
-from famr_cli.sweep.jobs import Job
+from famr_cli.sweep.jobs import Job, forget_spec_of, job_method, job_seed
 
 
 @dataclass(frozen=True)
@@ -132,24 +131,6 @@ def aggregate(values: Iterable[Any]) -> Stat | None:
     return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
 
 
-def job_method(job: Job) -> str:
-    """The job's row: its method, a named variant's name, or for a FAMR job that changed FAMR's definition
-    (``method.loss=entropy`` on the command line) ``famr[loss=entropy]``, never plain FAMR."""
-    name = job.overrides.get("method") or (job.results or {}).get("method") or "?"
-    method = ((job.results or {}).get("config") or {}).get("method") or {}
-    return row_key(method, name) if name == "famr" else name
-
-
-def job_seed(job: Job) -> int | None:
-    value = job.overrides.get("seed")
-    if value is None:
-        value = ((job.results or {}).get("config") or {}).get("seed")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _forget_text(results: dict[str, Any]) -> str | None:
     forget, names = results.get("forget") or {}, (results.get("dataset") or {}).get("class_names") or []
     classes = forget.get("classes")
@@ -171,16 +152,6 @@ def _forget_of_all(results: Iterable[dict[str, Any]]) -> str | None:
 def _method_config(jobs: list[Job]) -> dict[str, Any] | None:
     """The ``method`` section the jobs of a row ran with (results.json's config), when one wrote it."""
     return next((m for j in jobs if (m := ((j.results or {}).get("config") or {}).get("method"))), None)
-
-
-def forget_spec_of(jobs: Iterable[Job]) -> str | None:
-    """The forget spec (``forget=<name>``) the jobs ran, when they agree on one."""
-    specs = {
-        spec
-        for j in jobs
-        if (spec := j.overrides.get("forget") or (((j.results or {}).get("config") or {}).get("forget") or {}).get("name"))
-    }
-    return specs.pop() if len(specs) == 1 else None
 
 
 def _failure(job: Job) -> Failure:

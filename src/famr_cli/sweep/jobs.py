@@ -7,12 +7,14 @@ process (basic launcher), in worker processes (joblib) or on other machines (SLU
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from famr_cli.famr_definition import row_key
 from famr_cli.results import RESULTS_FILE
 
 
@@ -67,3 +69,31 @@ def varied_keys(jobs: list[Job]) -> list[str]:
             if key not in keys and len({j.overrides.get(key) for j in jobs}) > 1:
                 keys.append(key)
     return keys
+
+
+def job_method(job: Job) -> str:
+    """The job's row: its method, a named variant's name, or for a FAMR job that changed FAMR's definition
+    (``method.loss=entropy`` on the command line) ``famr[loss=entropy]``, never plain FAMR."""
+    name = job.overrides.get("method") or (job.results or {}).get("method") or "?"
+    method = ((job.results or {}).get("config") or {}).get("method") or {}
+    return row_key(method, name) if name == "famr" else name
+
+
+def job_seed(job: Job) -> int | None:
+    value = job.overrides.get("seed")
+    if value is None:
+        value = ((job.results or {}).get("config") or {}).get("seed")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def forget_spec_of(jobs: Iterable[Job]) -> str | None:
+    """The forget spec (``forget=<name>``) the jobs ran, when they agree on one."""
+    specs = {
+        spec
+        for j in jobs
+        if (spec := j.overrides.get("forget") or (((j.results or {}).get("config") or {}).get("forget") or {}).get("name"))
+    }
+    return specs.pop() if len(specs) == 1 else None

@@ -11,7 +11,7 @@ rows are grouped over KEY and reduced to mean / worst case. With --compare, one 
 field's terms: UA, RA, TA, forget-test accuracy, MIA-Efficacy, Avg. Gap to Retrain
 and RTE (seconds and percent of Retrain's training time). --by and --compare only print.
 Every table lists Retrain first and groups the methods by the training data they read (a ``reads`` column
-after ``method``; :mod:`famr_cli.reproduce.method_reads`); a job refused because its method is not defined
+after ``method``; :mod:`famr_cli.method_reads`); a job refused because its method is not defined
 for its forget spec says so instead of showing a failure.
 """
 
@@ -23,10 +23,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from famr_cli.reproduce.method_reads import Reads, group_rank, reads_of_row, refused_cell
-from famr_cli.reproduce.tables import forget_spec_of, job_method
+from famr_cli.method_reads import Reads, group_rank, reads_of_row, refused_cell
 from famr_cli.sweep.files import write_summary
-from famr_cli.sweep.jobs import Job
+from famr_cli.sweep.jobs import Job, forget_spec_of, job_method
 from famr_cli.sweep.jobs import load_jobs as load_sweep_jobs
 from famr_cli.sweep.summary import SUMMARY_MD
 

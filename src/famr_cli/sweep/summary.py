@@ -1,7 +1,7 @@
 """A sweep's summary: one row per job (what it varied, how it did), written as summary.csv and summary.md.
 
 Rows list Retrain first, then the jobs grouped by the training data their method reads
-(:mod:`famr_cli.reproduce.method_reads`), in job order within a group; the ``reads`` column names it
+(:mod:`famr_cli.method_reads`), in job order within a group; the ``reads`` column names it
 (after ``method`` in summary.md, last in summary.csv so that the earlier columns keep their places).
 
 The headline pair is the one a λ sweep trades off: accuracy on what should be forgotten and on what
@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from famr_cli.reproduce.method_reads import Reads, group_rank, reads_of_row, refused_cell
-from famr_cli.reproduce.tables import forget_spec_of, job_method
-from famr_cli.sweep.jobs import Job, load_jobs, varied_keys
+from famr_cli.method_reads import Reads, group_rank, reads_of_row, refused_cell
+from famr_cli.sweep.jobs import Job, forget_spec_of, job_method, load_jobs, varied_keys
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"

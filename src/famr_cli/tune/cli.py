@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.host import famr_run_command
-from famr_cli.reproduce.method_reads import option_section, reads_of_option
+from famr_cli.method_reads import option_section, reads_of_option
 from famr_cli.statistic_memo import ENV_SWITCH
 from famr_cli.tune.space import declared_forget_sets, declared_space, tunable_methods
 from famr_cli.tune.study import OK, distinct_settings, read_trials

@@ -5,7 +5,7 @@
 
 Reads only the JSON-lines trials files famr-tune writes (``<dir>/<method>/trials.jsonl``). A trial scored on
 several forget sets shows their mean figures and each set's Avg. Gap. Methods come grouped by the training
-data they read (the ``reads`` column; :mod:`famr_cli.reproduce.method_reads`), as in every famr table.
+data they read (the ``reads`` column; :mod:`famr_cli.method_reads`), as in every famr table.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from famr_cli.reproduce.method_reads import field_order, grouped, reads_of_option
+from famr_cli.method_reads import field_order, grouped, reads_of_option
 from famr_cli.tune.study import OK, best_trial, distinct_settings, read_trials
 
 

@@ -1,4 +1,5 @@
-"""Which training data a method reads: the one lookup behind every table's grouping and ``famr-run --help``'s method list.
+"""The comparison's methods: their names in the field's order, and which training data each reads (the one
+lookup behind every table's grouping and ``famr-run --help``'s method list).
 
 Each method declares it (:attr:`famr_cli.method.UnlearningMethod.data_read`, a key of
 :data:`famr_cli.method.DATA_READ`) and, when it is defined for some forget specs only, lists them
@@ -23,10 +24,36 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.famr_definition import DEFINITION
-from famr_cli.reproduce.profiles import CONF_DIR
-from famr_cli.reproduce.table_columns import METHOD_NAMES
 
+# The field's order and names; methods not listed follow in the order they appear. A table lists Retrain
+# first and then groups the others by the data they read (below), each group in
+# this order. A name here is only a label: a method runs in famr-reproduce once profiles.ALL_METHODS has it.
+METHOD_NAMES = {
+    "retrain": "Retrain",
+    "famr": "FAMR",
+    # Named variants of FAMR (ours): each its own search and row, never labelled plain FAMR.
+    "famr_entropy": "FAMR-entropy",
+    "famr_head": "FAMR-head",
+    "famr_retain_kd": "FAMR+KD",
+    "finetune": "FT",
+    "grad_ascent": "GA",
+    "random_label": "RL",
+    "l1_sparse": "l1-sparse",
+    "salun": "SalUn",
+    "ssd": "SSD",
+    "scrub": "SCRUB",
+    "neggrad_plus": "NegGrad+",
+    "bad_teacher": "Bad Teacher",
+    "cf_k": "CF-k",
+    "eu_k": "EU-k",
+    "boundary_shrink": "Boundary Shrink",
+    "boundary_expand": "Boundary Expanding",
+    "unsir": "UNSIR",
+    "fisher": "Fisher",
+    "jit": "JiT",
+}
 REFERENCE = "retrain"  # its row comes first in every table: what the others are measured against
 UNKNOWN = "?"
 HELP_RESOLVER = "famr_methods"
@@ -65,12 +92,12 @@ def refused_cell(reason: str) -> str:
 
 def method_options() -> list[str]:
     """Every ``method=<name>`` famr ships: one YAML each in conf/method/ (FAMR's named variants included)."""
-    return sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+    return sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
 
 
 @cache
 def _option_file(option: str) -> dict[str, Any] | None:
-    path = CONF_DIR / "method" / f"{option}.yaml"
+    path = CONFIG_DIR / "method" / f"{option}.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
 
 
