@@ -1,4 +1,5 @@
-"""The jobs of a sweep directory, read back from what each job wrote (results.json, .hydra/overrides.yaml).
+"""The jobs of a sweep directory, read back from what each job wrote (results.json, .hydra/overrides.yaml),
+and what each ran: its table row's method, its seed, the forget spec.
 
 Reading files rather than in-process state makes every launcher look the same: jobs run in this
 process (basic launcher), in worker processes (joblib) or on other machines (SLURM).
