@@ -27,7 +27,7 @@ from famr_cli.method.bad_teacher import BadTeacher, bad_teacher_loss, incompeten
 from famr_cli.method.cf_k import CFk
 from famr_cli.method.eu_k import EUk, reinitialise_
 from famr_cli.method.neggrad_plus import NegGradPlus, RetainWithForgetBatches
-from famr_cli.method.shared import LastLayersSettings, counted_layers, last_layers, last_layers_schedule, sgdr_factor
+from famr_cli.method.shared.last_layers import LastLayersSettings, counted_layers, last_layers, last_layers_schedule, sgdr_factor
 from tiny_problem import CPU, assert_one_sentence_naming, linear_problem, method_from_yaml, tiny_problem
 from tiny_problem import LINEAR_FORGET as FORGET
 from tiny_problem import LINEAR_RETAIN as RETAIN

@@ -15,7 +15,7 @@ from famr_cli.method.finetune import Finetune
 from famr_cli.method.grad_ascent import GradAscent
 from famr_cli.method.l1_sparse import L1Sparse, add_l1_grad_, l1_norm, linear_decay
 from famr_cli.method.random_label import RandomLabel
-from famr_cli.method.shared import random_wrong_labels
+from famr_cli.method.shared.relabel import random_wrong_labels
 
 NUM_CLASSES = 3
 

@@ -13,7 +13,7 @@ from famr_cli.errors import FamrError
 from famr_cli.method import UnlearnContext
 from famr_cli.method.salun import SalUn, forget_gradients, saliency_mask
 from famr_cli.method.scrub import SCRUB, distill_kl, frozen_teacher, max_step_objective
-from famr_cli.method.shared import random_wrong_labels
+from famr_cli.method.shared.relabel import random_wrong_labels
 from famr_cli.method.ssd import SSD, dampen_, fisher_importance
 from famr_cli.train.loop import run_loop
 from tiny_problem import tiny_problem

@@ -25,7 +25,8 @@ from famr_cli.method.grad_ascent import GradAscent
 from famr_cli.method.l1_sparse import L1Sparse, epoch_decay, linear_decay, scheduled_alpha
 from famr_cli.method.random_label import RandomLabel
 from famr_cli.method.salun import SalUn, forget_gradients, saliency_mask
-from famr_cli.method.shared import batch_random_labels, random_label_batches, random_wrong_labels, train_with_ce
+from famr_cli.method.shared.relabel import batch_random_labels, random_label_batches, random_wrong_labels
+from famr_cli.method.shared.training import train_with_ce
 from tiny_problem import CPU, METHOD_CONF, method_from_yaml, shipped_method_config, tiny_problem
 
 K = 3

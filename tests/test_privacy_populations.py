@@ -14,6 +14,7 @@ from conftest import compose_config, forked_famr_run, use_cli_env
 from famr_cli.model_store import original_cache_key, retrain_inputs
 from famr_cli.prepared import prepare
 from famr_cli.privacy import cli as privacy_cli
+from famr_cli.privacy import outputs as privacy_outputs
 from famr_cli.privacy.competition import logit_scaled_confidence
 from famr_cli.privacy.population import COMPETITION, FULL, plan_populations
 from famr_cli.privacy.scores import SCORE_LIMIT, log_odds_from_logits
@@ -134,13 +135,13 @@ def test_the_privacy_table_and_histogram_go_to_an_offline_wandb_run(tmp_path, mo
     monkeypatch.setenv("WANDB_SILENT", "true")
     figures = {"F": 0.25, "final_score": 0.2, "epsilon_median": 1.5, "epsilon_p90": 2.0, "ulira_auc": 0.55, "ulira_tpr_at_1pct_fpr": 0.01}
     rows = [PrivacyRow(COMPETITION, "FAMR", "D_f only", False, 4, figures, {"epsilon": [0.5, 1.5, 50.0]})]
-    histogram = privacy_cli.histogram(rows, tmp_path / "epsilon_hist.png")
+    histogram = privacy_outputs.histogram(rows, tmp_path / "epsilon_hist.png")
     document = {
         "experiment": "quickstart",
         "rows": [{"protocol": COMPETITION, "label": "FAMR", "reads": "D_f only", "n": 4, "figures": figures}],
     }
     logger = {"name": "wandb", "mode": "offline", "project": "famr", "dir": str(tmp_path)}
-    privacy_cli.log_to_wandb(logger, document, [histogram], tmp_path)
+    privacy_outputs.log_to_wandb(logger, document, [histogram], tmp_path)
     (table_file,) = tmp_path.rglob("offline-run-*/files/media/table/privacy/table_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"][:5] == ["protocol", "row", "reads", "N", "F"] and table["data"] == [

@@ -52,7 +52,9 @@ import torch.nn.functional as F
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, frozen_copy, mixed_seed, train_on_batches, training_options
+from famr_cli.method.shared.pieces import frozen_copy, mixed_seed
+from famr_cli.method.shared.settings import ScheduledSettings, training_options
+from famr_cli.method.shared.training import train_on_batches
 from famr_cli.train.loop import Objective
 
 # Purpose tags mixed into the run's seed, so the teacher's weights and the subset are independent draws.

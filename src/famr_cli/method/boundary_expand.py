@@ -47,7 +47,9 @@ import torch.nn as nn
 
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, bn_option, classifier_head, mixed_seed, train_with_ce, training_options
+from famr_cli.method.shared.pieces import classifier_head, mixed_seed
+from famr_cli.method.shared.settings import ScheduledSettings, bn_option, training_options
+from famr_cli.method.shared.training import train_with_ce
 
 # Purpose tag mixed into the run's seed for the shadow row's initial weights.
 _SHADOW_STREAM = 0x5348_4457  # "SHDW"

@@ -55,7 +55,9 @@ import torch.nn.functional as F
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, bn_option, frozen_copy, mixed_seed, train_with_ce, training_options
+from famr_cli.method.shared.pieces import frozen_copy, mixed_seed
+from famr_cli.method.shared.settings import ScheduledSettings, bn_option, training_options
+from famr_cli.method.shared.training import train_with_ce
 
 ATTACKS = ("fgsm", "pgd")
 # Purpose tag mixed into the run's seed for the attack's random starts.

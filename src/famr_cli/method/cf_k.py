@@ -47,7 +47,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import LastLayersSettings, check_last_layers, unlearn_last_layers
+from famr_cli.method.shared.last_layers import LastLayersSettings, check_last_layers, unlearn_last_layers
 
 
 @METHODS.register("cf_k")

@@ -45,7 +45,8 @@ import torch
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import LastLayersSettings, check_last_layers, mixed_seed, unlearn_last_layers
+from famr_cli.method.shared.last_layers import LastLayersSettings, check_last_layers, unlearn_last_layers
+from famr_cli.method.shared.pieces import mixed_seed
 
 # Purpose tag mixed into the run's seed for the re-initialisation draw.
 _REINIT_STREAM = 0x4555_4B52

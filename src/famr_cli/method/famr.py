@@ -34,7 +34,8 @@ from famr_cli.evaluate.certificate.newton import (
 from famr_cli.evaluate.certificate.run import mean_gradient, stationarity
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import TrainingSettings, add_to_grads_, bn_mode, bn_option, method_optimizer, optimizer_option
+from famr_cli.method.shared.settings import TrainingSettings, bn_option, optimizer_option
+from famr_cli.method.shared.training import add_to_grads_, bn_mode, method_optimizer
 from famr_cli.train.loop import LoopHooks, run_loop
 
 
@@ -238,9 +239,7 @@ class FAMR(UnlearningMethod[FAMRSettings]):
 
     def certify(self, model: nn.Module, original: nn.Module, ctx: UnlearnContext, settings: Any) -> dict[str, Any]:
         """g* = ‖∇L_f(θ*)‖ over one un-augmented eval-mode pass of D_f and the stationarity identity (docs/theory.md).
-
-        With retain_kd the objective has a third term, so the residual measures FAMR's own terms only.
-        """
+        With retain_kd the objective has a third term, so the residual measures FAMR's own terms only."""
         s = self.settings
         params = self._trainable(model)
         anchored = {id(p) for p in self._anchored(model)}

@@ -24,7 +24,8 @@ import torch.nn as nn
 
 from famr_cli.evaluate.metrics import parameter_distance
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import RetainTrainingSettings, train_with_ce
+from famr_cli.method.shared.settings import RetainTrainingSettings
+from famr_cli.method.shared.training import train_with_ce
 
 
 @METHODS.register("finetune")

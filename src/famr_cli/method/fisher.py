@@ -74,7 +74,8 @@ from famr_cli.backbone import classifier_parameter_names
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import classifier_head, mixed_seed, run_autocast, trainable_parameters
+from famr_cli.method.shared.pieces import classifier_head, mixed_seed, run_autocast
+from famr_cli.method.shared.training import trainable_parameters
 from famr_cli.statistic_memo import memoised
 
 # The official constants of get_mean_var (identical in Unlearn-Sparse and Golatkar's notebook).

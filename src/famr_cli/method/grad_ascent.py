@@ -40,7 +40,8 @@ import torch
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, bn_option, cross_entropy, train_with_ce, training_options
+from famr_cli.method.shared.settings import ScheduledSettings, bn_option, training_options
+from famr_cli.method.shared.training import cross_entropy, train_with_ce
 
 
 def negative_cross_entropy(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

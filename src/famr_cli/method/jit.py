@@ -66,7 +66,9 @@ import torch.nn as nn
 from famr_cli.checks import flag, number, whole
 from famr_cli.errors import DivergedError, FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import TrainingSettings, bn_mode, bn_option, method_optimizer, mixed_seed, training_options
+from famr_cli.method.shared.pieces import mixed_seed
+from famr_cli.method.shared.settings import TrainingSettings, bn_option, training_options
+from famr_cli.method.shared.training import bn_mode, method_optimizer
 from famr_cli.progress import progress_bar
 
 _NOISE_STREAM = 0x4A49_5421  # purpose tag of the input noise's random stream

@@ -43,7 +43,8 @@ import torch.nn as nn
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import RetainTrainingSettings, add_to_grads_, train_with_ce, trainable_parameters, training_options
+from famr_cli.method.shared.settings import RetainTrainingSettings, training_options
+from famr_cli.method.shared.training import add_to_grads_, train_with_ce, trainable_parameters
 
 ALPHA_SCHEDULES = ("per_epoch", "per_step")
 

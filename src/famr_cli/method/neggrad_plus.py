@@ -51,7 +51,8 @@ import torch.nn as nn
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, bn_option, cross_entropy, train_on_batches, training_options
+from famr_cli.method.shared.settings import ScheduledSettings, bn_option, training_options
+from famr_cli.method.shared.training import cross_entropy, train_on_batches
 from famr_cli.train.loop import Objective
 
 Batch = tuple[torch.Tensor, torch.Tensor]

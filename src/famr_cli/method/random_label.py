@@ -47,7 +47,9 @@ from typing import Any
 import torch.nn as nn
 
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import RetainTrainingSettings, random_label_batches, relabel_options, train_on_batches, training_options
+from famr_cli.method.shared.relabel import random_label_batches, relabel_options
+from famr_cli.method.shared.settings import RetainTrainingSettings, training_options
+from famr_cli.method.shared.training import train_on_batches
 
 
 @dataclass(frozen=True)

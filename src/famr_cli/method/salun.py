@@ -7,7 +7,7 @@ Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Sali
    true); the mask keeps the ``mask_ratio`` fraction of entries with the largest |g| over all
    trainable parameters (one global threshold), 0 elsewhere.
 2. Unlearning: random labelling (RL) under the mask, with random_label's core and options
-   (:func:`famr_cli.method.shared.random_label_batches`): by default each epoch one pass over D_f
+   (:func:`famr_cli.method.shared.relabel.random_label_batches`): by default each epoch one pass over D_f
    with labels redrawn per batch from all K classes (``relabel=per_batch``), then one pass over D_r
    with true labels (``passes=sequential``), BatchNorm in train mode, constant lr.
    ``relabel=fixed_wrong passes=mixed`` is famr's earlier behaviour (one wrong label per forget
@@ -56,15 +56,10 @@ import torch.nn.functional as F
 from famr_cli.checks import number
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import (
-    TrainingSettings,
-    cross_entropy,
-    random_label_batches,
-    relabel_options,
-    run_autocast,
-    trainable_parameters,
-    training_options,
-)
+from famr_cli.method.shared.pieces import run_autocast
+from famr_cli.method.shared.relabel import random_label_batches, relabel_options
+from famr_cli.method.shared.settings import TrainingSettings, training_options
+from famr_cli.method.shared.training import cross_entropy, trainable_parameters
 from famr_cli.train.loop import LoopHooks, run_loop
 from famr_cli.train.optim import build_optimizer
 

@@ -50,8 +50,9 @@ from omegaconf import ListConfig
 from famr_cli.checks import is_whole, number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import TrainingSettings, method_optimizer, trainable_parameters, training_options
-from famr_cli.method.shared import frozen_copy as frozen_teacher  # the name tests patch
+from famr_cli.method.shared.pieces import frozen_copy as frozen_teacher  # the name tests patch
+from famr_cli.method.shared.settings import TrainingSettings, training_options
+from famr_cli.method.shared.training import method_optimizer, trainable_parameters
 from famr_cli.train.loop import Objective, run_loop
 
 

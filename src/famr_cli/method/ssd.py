@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, MethodSettings, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import run_autocast, trainable_parameters
+from famr_cli.method.shared.pieces import run_autocast
+from famr_cli.method.shared.training import trainable_parameters
 from famr_cli.statistic_memo import memoised
 
 # How I_D orders D's rows into batches: the official code's class-sorted rebuild, or the dataset order.

@@ -66,7 +66,9 @@ import torch.nn.functional as F
 from famr_cli.checks import number, whole
 from famr_cli.errors import FamrError
 from famr_cli.method import METHODS, UnlearnContext, UnlearningMethod, UnlearnReport
-from famr_cli.method.shared import ScheduledSettings, mixed_seed, run_autocast, train_on_batches, train_with_ce, training_options
+from famr_cli.method.shared.pieces import mixed_seed, run_autocast
+from famr_cli.method.shared.settings import ScheduledSettings, training_options
+from famr_cli.method.shared.training import train_on_batches, train_with_ce
 
 NOISE_BN_MODES = ("train", "eval")
 # Which learnt noise images enter the impair set: the first C (the notebook's loop) or all of them.
