@@ -9,7 +9,7 @@ and Deep Unlearn (xcadet/deepunlearn@6830ff6, ``catastrophic_forgetting_k.py``: 
 the classifier) run it with stages instead of layers.
 
 A layer, as in the official code, is a ``nn.Conv2d`` or ``nn.Linear`` module. The last k are found by
-walking the modules from the output in reverse registration order (:func:`famr_cli.method.shared.last_layers`);
+walking the modules from the output in reverse registration order (:func:`famr_cli.method.shared.last_layers.last_layers`);
 the normalisation layers met before the k-th layer train too (a norm registered after a counted layer,
 e.g. a BasicBlock's bn2 after conv2, follows it), and every other parameter is frozen. k = 1 is the
 classifier head alone. On timm's ResNets (famr's resnet_narrow and resnet_mini: 14 layers; ResNet-18: 21)

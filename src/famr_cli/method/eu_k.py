@@ -11,7 +11,7 @@ classifier) run it with stages instead of layers.
 The first layers stay as trained on all of D; the last k start again from random weights and learn
 from D_r alone, so they keep nothing of D_f beyond what the frozen features below them carry.
 Which layers are the last k, and which normalisation layers train with them, is CF-k's definition
-(:mod:`famr_cli.method.cf_k`, :func:`famr_cli.method.shared.last_layers`): the k ``nn.Conv2d`` /
+(:mod:`famr_cli.method.cf_k`, :func:`famr_cli.method.shared.last_layers.last_layers`): the k ``nn.Conv2d`` /
 ``nn.Linear`` modules nearest the output. As in their ``_reinit``, each of the k layers gets a weight
 drawn by ``kaiming_normal_`` (fan-in, ReLU gain: std sqrt(2 / fan_in)) and a zero bias; the
 normalisation layers met on the way train but keep their weights and running statistics. The draw

@@ -31,7 +31,7 @@ class TrainingSettings(MethodSettings):
 
 @dataclass(frozen=True)
 class ScheduledSettings(TrainingSettings):
-    """The options of the methods that train through :func:`train_with_ce`, which also schedules the lr."""
+    """The options of the methods that train through :func:`.training.train_with_ce`, which also schedules the lr."""
 
     schedule: str
 
