@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from conftest import NO_ROBUSTNESS, compose_config, read_results, run_cli, start_cli
 from famr_cli.cache import sha256_file
-from famr_cli.errors import DivergedError
+from famr_cli.errors import DivergedError, RunInterrupted
+from famr_cli.interrupts import catch_interrupts, raise_if_interrupted
 from famr_cli.logger import ExperimentLogger
 from famr_cli.model_store import get_original_model
 from famr_cli.prepared import prepare
@@ -181,3 +182,32 @@ def test_deterministic_pipeline_repeats_every_digit(tmp_path):
         results["robustness"].pop("seconds")
     assert first == second
     assert other_seed["forget"] != first["forget"] and other_seed["metrics"] != first["metrics"]
+
+
+class _SignalledWhileFreed:
+    """Receives SIGTERM inside its finaliser, where Python prints the handler's exception and drops it."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)
+
+
+def test_an_interrupt_a_finaliser_swallowed_still_stops_training_at_the_next_step():
+    model = nn.Linear(3, 2)
+    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 5
+    steps = {"n": 0}
+
+    def objective(m, x, y):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            _SignalledWhileFreed()  # freed at once: the RunInterrupted its handler raises goes nowhere
+        return nn.functional.cross_entropy(m(x), y)
+
+    restore = catch_interrupts()
+    try:
+        with pytest.raises(RunInterrupted) as stopped:
+            run_loop(model, batches, objective, torch.optim.SGD(model.parameters(), lr=0.1), epochs=3)
+    finally:
+        restore()
+    assert stopped.value.signum == signal.SIGTERM
+    assert steps["n"] == 3, "stopped before the step after the swallowed signal, not after all 15"
+    raise_if_interrupted()  # the undo forgets the signal: the next run in this process starts clean

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import hydra
@@ -20,6 +19,7 @@ import famr_cli.method_reads  # noqa: F401  (registers the ${famr_methods:} reso
 from famr_cli.config_schema import CONFIG_DIR as CONFIG_PATH
 from famr_cli.errors import DivergedError, FamrError, RunInterrupted
 from famr_cli.host import available_cores, describe_run_host, run_host
+from famr_cli.interrupts import catch_interrupts
 from famr_cli.logger import build_logger
 from famr_cli.pipeline import run_experiment, train_models_only
 from famr_cli.results import finished_results, summary_table, write_results
@@ -74,7 +74,7 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     exit_code = 0
     results = None
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
-    restore_sigterm = _raise_on_sigterm()
+    restore_signals = catch_interrupts()
     try:
         limit_threads(threads_per_job(cfg.threads, _parallel_jobs()))
         set_deterministic(cfg.deterministic)
@@ -117,7 +117,7 @@ def execute(cfg: DictConfig) -> tuple[int, dict | None]:
     finally:
         # Always finish, so the next multirun job never appends to this wandb run.
         logger.finish(exit_code)
-        restore_sigterm()
+        restore_signals()
         shutdown_distributed()
     return exit_code, results
 
@@ -135,18 +135,6 @@ def _train_as_ddp_follower(cfg: DictConfig) -> int:
         return EXIT_DIVERGED if isinstance(err, DivergedError) else EXIT_BAD_INPUT
     finally:
         shutdown_distributed()
-
-
-def _raise_on_sigterm():
-    """Turn SIGTERM (a scheduler's kill, `kill PID`) into RunInterrupted; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # signal handlers can only be set from the main thread
-
-    def handler(signum, frame):
-        raise RunInterrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def objective_value(cfg: DictConfig, results: dict | None, warn: bool = True) -> float:

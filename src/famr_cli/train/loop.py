@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from famr_cli.errors import DivergedError
+from famr_cli.interrupts import raise_if_interrupted
 from famr_cli.progress import progress_bar
 from famr_cli.train.checkpoint import TrainingCheckpoint, rng_state, set_rng_state
 
@@ -79,6 +80,7 @@ def run_loop(
             # Accumulate on device; one host sync per epoch instead of one per step.
             loss_sum = torch.zeros((), device=device)
             for x, y in batches:
+                raise_if_interrupted()
                 optimizer.zero_grad(set_to_none=True)
                 # Only the forward pass runs under autocast; gradients and the step stay fp32.
                 with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
