@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     if not populations.is_dir():
         print(f"privacy_score_medians: no populations under {args.directory}; pass <dir>/<experiment>/<forget>.", file=sys.stderr)
         return 2
+    if not (populations / args.protocol).is_dir():
+        print(f"privacy_score_medians: no {args.protocol} populations under {populations}; pass --protocol with one that ran.", file=sys.stderr)
+        return 2
     rows = [("Retrain", population_scores(populations / "retrain", "retrain"))]
     rows += [(m.name, population_scores(m, "unlearned")) for m in sorted((populations / args.protocol).iterdir()) if m.is_dir()]
     print("| population | models | median mean log-odds | median spread |\n|---|---|---|---|")
