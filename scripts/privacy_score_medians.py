@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"privacy_score_medians: no populations under {args.directory}; pass <dir>/<experiment>/<forget>.", file=sys.stderr)
         return 2
     if not (populations / args.protocol).is_dir():
-        print(f"privacy_score_medians: no {args.protocol} populations under {populations}; pass --protocol with one that ran.", file=sys.stderr)
+        missing = f"no {args.protocol} populations under {populations}"
+        print(f"privacy_score_medians: {missing}; pass --protocol with one that ran.", file=sys.stderr)
         return 2
     rows = [("Retrain", population_scores(populations / "retrain", "retrain"))]
     rows += [(m.name, population_scores(m, "unlearned")) for m in sorted((populations / args.protocol).iterdir()) if m.is_dir()]

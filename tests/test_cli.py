@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
+import famr_cli
 from conftest import run_cli
 from famr_cli.results import finished_results, write_results
+from famr_cli.source_commit import current_commit
 
 CORE_KEYS = {"status", "method", "config", "metrics", "gaps", "timing", "certificate", "cache"}
 METRIC_KEYS = {"test_acc", "forget_train_acc", "forget_test_acc", "retain_train_acc", "retain_test_acc", "per_class_test_acc"}
@@ -54,6 +59,14 @@ def test_second_run_hits_the_cache_and_says_so(quickstart_runs):
     assert "loaded from cache" in second_proc.stderr + second_proc.stdout
     assert second["timing"]["train_s"] < first["timing"]["train_s"] / 5
     assert second["metrics"]["original"] == first["metrics"]["original"]
+
+
+def test_results_name_the_commit_of_the_code_that_ran(quickstart_runs, tmp_path):
+    _, results = quickstart_runs[0]
+    package = Path(famr_cli.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert results["versions"]["commit"] == (head or "unknown")
+    assert current_commit(tmp_path) == "unknown"  # outside a checkout (an installed wheel) it says so
 
 
 def test_console_table_prints_the_headline_figures(quickstart_runs):

@@ -24,6 +24,7 @@ from famr_cli.forget import ForgetSplit, modifies_training_data
 from famr_cli.logger import ExperimentLogger
 from famr_cli.prepared import Prepared
 from famr_cli.runtime import seed_everything
+from famr_cli.source_commit import current_commit
 from famr_cli.train.checkpoint import TrainingCheckpoint
 from famr_cli.train.classifier import fit_classifier
 from famr_cli.train.distributed import Shard, broadcast_flag, current_shard
@@ -250,4 +251,5 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "timm": timm.__version__,
         "python": platform.python_version(),
+        "commit": current_commit(),  # the checkout's HEAD, "unknown" outside one
     }

@@ -29,7 +29,7 @@ from famr_cli.host import describe_machine, famr_run_command
 from famr_cli.method_reads import METHOD_NAMES, method_options, option_section, reads_of_option
 from famr_cli.privacy.outputs import PRIVACY_MD, log_to_wandb, write_report
 from famr_cli.privacy.population import COMPETITION, FULL, PROTOCOLS, RETRAIN, PopulationSweep, SweepMembers, plan_populations
-from famr_cli.tune.tuned_file import current_commit
+from famr_cli.source_commit import current_commit
 
 log = logging.getLogger("famr")
 

@@ -29,10 +29,11 @@ from famr_cli.config_schema import CONFIG_DIR
 from famr_cli.errors import FamrError
 from famr_cli.host import famr_run_command
 from famr_cli.method_reads import option_section, reads_of_option
+from famr_cli.source_commit import current_commit
 from famr_cli.statistic_memo import ENV_SWITCH
 from famr_cli.tune.space import declared_forget_sets, declared_space, tunable_methods
 from famr_cli.tune.study import OK, distinct_settings, read_trials
-from famr_cli.tune.tuned_file import current_commit, write_tuned_file
+from famr_cli.tune.tuned_file import write_tuned_file
 
 log = logging.getLogger("famr")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,6 @@ HEADER = (
     "# tuned_by, on the validation split (collapse guard: retained accuracy within {guard:g} points of the original\n"
     "# on each). The file holds only what the search chose; every other key is the method's own default.\n"
 )
-
-
-def current_commit(repo: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def write_tuned_file(
