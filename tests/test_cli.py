@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import famr_cli
 from conftest import run_cli
+from famr_cli import source_commit
 from famr_cli.results import finished_results, write_results
-from famr_cli.source_commit import current_commit
+from famr_cli.source_commit import checkout_commit
 
 CORE_KEYS = {"status", "method", "config", "metrics", "gaps", "timing", "certificate", "cache"}
 METRIC_KEYS = {"test_acc", "forget_train_acc", "forget_test_acc", "retain_train_acc", "retain_test_acc", "per_class_test_acc"}
@@ -61,12 +61,27 @@ def test_second_run_hits_the_cache_and_says_so(quickstart_runs):
     assert second["metrics"]["original"] == first["metrics"]["original"]
 
 
-def test_results_name_the_commit_of_the_code_that_ran(quickstart_runs, tmp_path):
+def test_results_name_the_commit_of_the_code_that_ran(quickstart_runs):
     _, results = quickstart_runs[0]
-    package = Path(famr_cli.__file__).resolve().parent
-    head = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert results["versions"]["commit"] == (head or "unknown")
-    assert current_commit(tmp_path) == "unknown"  # outside a checkout (an installed wheel) it says so
+    # The editable install's checkout HEAD here; "unknown" when the tests run against an installed wheel.
+    assert results["versions"]["commit"] == checkout_commit(Path(source_commit.__file__).resolve())
+
+
+def test_a_commit_is_named_only_for_a_file_the_checkout_tracks(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    assert checkout_commit(module) == "unknown"  # no checkout at all
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "tracked.txt").write_text("a\n")
+    subprocess.run([*git, "add", "tracked.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    # An untracked file inside a checkout (a wheel in a venv inside a project repo) does not take the project's HEAD.
+    assert checkout_commit(module) == "unknown"
+    subprocess.run([*git, "add", "module.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "second"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert checkout_commit(module) == head
 
 
 def test_console_table_prints_the_headline_figures(quickstart_runs):

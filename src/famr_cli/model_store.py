@@ -251,5 +251,5 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "timm": timm.__version__,
         "python": platform.python_version(),
-        "commit": current_commit(),  # the checkout's HEAD, "unknown" outside one
+        "commit": current_commit(),  # the checkout's HEAD, "unknown" for an installed wheel
     }

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seed": args.train_seed,
         "methods": methods,
         "command": " ".join(["famr-privacy", *argv]),
-        "commit": current_commit(CONFIG_DIR),
+        "commit": current_commit(),
         "machine": describe_machine(),
         "wall_s": round(time.perf_counter() - start, 1),
         "runs": runs,

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[famr-tune][ERROR] {err}", file=sys.stderr)
         return 2
     root = Path(args.dir) / experiment / forget
-    commit = current_commit(CONFIG_DIR)
+    commit = current_commit()
     worst = 0
     scored_on = ", ".join(forget_sets) or "the config's own forget set"
     print(
